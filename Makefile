@@ -1,0 +1,37 @@
+# `make run`: set up and run the main job.  `make test`: set up and run every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+DEMO_HOME ?= .modelctl-demo
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job today: build a registry from the example file, then show it, filter it and export it.
+run: $(STAMP)
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl import examples/models.json --replace
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list --where 'context_length>=100k' --where 'tags~prod'
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl show fast
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/registry.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

@@ -1,0 +1,65 @@
+"""Commands that move the registry in and out: export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelctl.cli import _common
+from modelctl.cli._common import JsonOpt, WhereOpt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    app.command("import")(import_)
+
+
+def export(
+    ctx: typer.Context,
+    path: Annotated[
+        Path | None, typer.Argument(help="File to write (atomically); standard output if omitted.")
+    ] = None,
+    where: WhereOpt = None,
+) -> None:
+    """Export the registry (models, tags, aliases, groups, metadata) as JSON."""
+    from modelctl import transfer
+    from modelctl.query import parse_where
+
+    clauses = [parse_where(w) for w in where or []]
+    query = clauses[0] if len(clauses) == 1 else {"$and": clauses} if clauses else None
+    registry = _common.state(ctx).registry
+    if path is None or str(path) == "-":
+        _common.emit_json(registry.export_data(query))
+        return
+    data = transfer.export_file(registry, path, query)
+    _common.say(f"exported {len(data['models'])} models and {len(data['groups'])} groups to {path}")
+
+
+def import_(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="An export file, or - for standard input.")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Empty the registry first (else: merge).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and report; write nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import an export file: all of it, or (on any error) none of it."""
+    from modelctl import transfer
+
+    report = transfer.import_file(
+        _common.state(ctx).registry, path, replace=replace, dry_run=dry_run
+    )
+    if as_json:
+        _common.emit_json(report.to_dict())
+        return
+    verb = "would import" if dry_run else "imported"
+    _common.say(
+        f"{verb} {len(report.added) + len(report.updated)} models "
+        f"({len(report.added)} new, {len(report.updated)} updated) and {len(report.groups)} groups"
+        + (" into an emptied registry" if replace else "")
+    )

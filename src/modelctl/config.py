@@ -1,0 +1,303 @@
+"""Settings: one object, built from layers and passed in; never a module-level global.
+
+Layers, each overriding the one before:
+
+    defaults < global file (config.toml in the user config folder, or $MODELCTL_CONFIG)
+             < project file (modelctl.toml in the working folder or a parent)
+             < environment (MODELCTL_*, and the ecosystem's own names where a setting has one)
+             < arguments (`Settings.load(home=...)`, `modelctl --home ...`)
+
+Every value remembers where it came from (`Settings.source(key)`, `modelctl config`). Secrets
+are read from the environment only: a file that holds one is refused, and a secret is shown
+masked and never written by modelctl.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelctl.errors import ConfigError
+
+__all__ = ["SETTINGS", "Setting", "Settings", "global_config_file", "project_config_file"]
+
+PROJECT_FILE = "modelctl.toml"
+GLOBAL_FILE = "config.toml"
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError("must be a path")
+    return Path(os.path.expanduser(os.path.expandvars(str(value))))
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(os.pathsep) if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of paths (in the environment: joined by {os.pathsep!r})")
+    return tuple(_path(v) for v in value)
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value.lower()
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: how to read it, its default, where the environment may set it."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    default: Callable[[dict[str, Any]], Any]  # gets the values settled so far (home first)
+    help: str
+    env: tuple[str, ...] = ()
+    secret: bool = False
+    relative: bool = False  # a relative path in a file is relative to that file's folder
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return ("MODELCTL_" + self.key.upper().replace(".", "__"), *self.env)
+
+
+def _default_home(_: dict[str, Any]) -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("modelctl", appauthor=False))
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting(
+            "home", _path, _default_home, "data folder: registry, models, state", relative=True
+        ),
+        Setting(
+            "database",
+            _path,
+            lambda v: v["home"] / "registry.sqlite",
+            "registry database file",
+            relative=True,
+        ),
+        Setting(
+            "model_dirs",
+            _paths,
+            lambda v: (v["home"] / "models",),
+            "folders that hold model files",
+            relative=True,
+        ),
+        Setting(
+            "log_level",
+            _choice("debug", "info", "warning", "error"),
+            lambda v: "warning",
+            "how much modelctl logs",
+        ),
+        Setting(
+            "api_key",
+            _text,
+            lambda v: None,
+            "key clients must send to modelctl's server",
+            secret=True,
+        ),
+    )
+}
+
+
+def global_config_file(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("MODELCTL_CONFIG"):
+        return Path(env["MODELCTL_CONFIG"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("modelctl", appauthor=False)) / GLOBAL_FILE
+
+
+def project_config_file(cwd: Path | None = None) -> Path | None:
+    """The nearest modelctl.toml in `cwd` or a parent."""
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML tables as dotted keys: `[ollama] host = …` is `ollama.host`."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in SETTINGS:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings a TOML file holds, checked: unknown keys and secrets are errors."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+    values = _flatten(data)
+    for key in values:
+        if key not in SETTINGS:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(SETTINGS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(SETTINGS)}"
+            raise ConfigError(f"{path}: unknown setting {key!r}", hint=hint)
+        spec = SETTINGS[key]
+        if spec.secret:
+            raise ConfigError(
+                f"{path}: {key!r} is a secret and is read from the environment only",
+                hint=f"remove it from the file and set {spec.env_names[0]}",
+            )
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings; `values` by key, `sources` says where each came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    files: dict[str, Path | None] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        global_file: Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Read every layer. Keyword arguments (home=..., database=...) override them all."""
+        env = os.environ if env is None else env
+        global_file = global_file or global_config_file(env)
+        project_file = project_config_file(cwd)
+        layers: list[tuple[str, Path | None, dict[str, Any]]] = []
+        if global_file.is_file():
+            layers.append((f"global file {global_file}", global_file, read_file(global_file)))
+        if project_file is not None:
+            layers.append((f"project file {project_file}", project_file, read_file(project_file)))
+        for spec in SETTINGS.values():
+            for name in spec.env_names:
+                if env.get(name, "").strip():
+                    layers.append((f"environment {name}", None, {spec.key: env[name]}))
+                    break
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key in given:
+            if key not in SETTINGS:
+                raise ConfigError(f"unknown setting {key!r}", hint=f"known: {', '.join(SETTINGS)}")
+        layers.append(("argument", None, given))
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for spec in SETTINGS.values():  # in order: later defaults may use earlier values
+            raw, source, origin = None, "default", None
+            for label, path, layer in layers:
+                if spec.key in layer:
+                    raw, source, origin = layer[spec.key], label, path
+            if source == "default":
+                values[spec.key] = spec.default(values)
+            else:
+                try:
+                    value = spec.parse(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"setting {spec.key!r} from {source}: {exc}") from None
+                if spec.relative:  # relative to the file that says it, else to the cwd
+                    value = _relative_to(value, origin.parent if origin else (cwd or Path.cwd()))
+                values[spec.key] = value
+            sources[spec.key] = source
+        files = {"global": global_file, "project": project_file}
+        return cls(values=values, sources=sources, files=files)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def source(self, key: str) -> str:
+        return self.sources[key]
+
+    def shown(self, key: str) -> Any:
+        """A value as it may be displayed: secrets masked, paths as text."""
+        value = self.values[key]
+        if SETTINGS[key].secret:
+            return None if value is None else "********"
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [str(v) for v in value]
+        return value
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every setting with its shown value and its source (what `modelctl config` prints)."""
+        return {
+            key: {"value": self.shown(key), "source": self.sources[key], "help": SETTINGS[key].help}
+            for key in SETTINGS
+        }
+
+
+def _relative_to(value: Any, folder: Path) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_relative_to(v, folder) for v in value)
+    return value if value.is_absolute() else folder / value
+
+
+def write_setting(path: Path, key: str, value: Any | None) -> None:
+    """Set (or with None remove) one key in a settings file, atomically; secrets are refused."""
+    import tomli_w
+
+    spec = SETTINGS.get(key)
+    if spec is None:
+        raise ConfigError(f"unknown setting {key!r}", hint=f"known: {', '.join(SETTINGS)}")
+    if spec.secret:
+        raise ConfigError(
+            f"{key!r} is a secret: modelctl never writes it to a file",
+            hint=f"set {spec.env_names[0]} in the environment",
+        )
+    if value is not None:
+        try:
+            spec.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"setting {key!r}: {exc}") from None
+    data = _read_toml(path) if path.exists() else {}
+    if value is None:
+        if key not in data:
+            raise ConfigError(f"{path} does not set {key!r}")
+        del data[key]
+    else:
+        data[key] = [str(v) for v in value] if isinstance(value, list | tuple) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(tomli_w.dumps(data), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    read_file(path)  # check it first: never rewrite a file we cannot read
+    with path.open("rb") as handle:
+        return tomllib.load(handle)

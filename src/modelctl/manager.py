@@ -1,0 +1,86 @@
+"""`ModelManager`: the facade every interface (CLI, server, connectors) goes through.
+
+Thin by design: it composes the parts and holds no logic of its own. Later parts (hardware,
+fit, backends, scheduler, usage) join here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelctl.config import Settings
+from modelctl.registry import ImportReport, Registry
+
+if TYPE_CHECKING:
+    from modelctl.model import Model
+
+__all__ = ["ModelManager"]
+
+
+class ModelManager:
+    """`ModelManager(home=...)`: settings, and the registry they point at, opened on first use."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load(home=home)
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.open(self.settings.database)
+        return self._registry
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+    def __enter__(self) -> ModelManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ModelManager(home={str(self.home)!r})"
+
+    # The reference systems' names, each one call into the registry.
+
+    def list_models(self, where: dict[str, Any] | str | None = None, **filters: Any) -> list[Model]:
+        """Models matching filters (backend, task, size, tags, group, installed, …) and a query."""
+        return self.registry.filter(where=where, **filters)
+
+    def get_model_info(self, ref: str) -> Model:
+        return self.registry[ref]
+
+    def add_model(self, model: Model | dict[str, Any], *, replace: bool = False) -> Model:
+        return self.registry.add(model, replace=replace)
+
+    def export_metadata(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The registry as a JSON-ready document; written atomically to `path` when given."""
+        from modelctl import transfer
+
+        if path is None:
+            return self.registry.export_data()
+        return transfer.export_file(self.registry, path)
+
+    def import_metadata(
+        self, source: str | os.PathLike[str] | dict[str, Any] | list[Any], **options: Any
+    ) -> ImportReport:
+        """Import an export document, or the file that holds one (all or nothing)."""
+        from modelctl import transfer
+
+        if isinstance(source, dict | list):
+            return self.registry.import_data(source, **options)
+        return transfer.import_file(self.registry, source, **options)

@@ -1,0 +1,91 @@
+"""Human quantities in and out: byte sizes (`4.7GB`, `8GiB`), counts (`128k`), parameters (`8B`).
+
+>>> parse_bytes("4.7GB"), parse_bytes("8G"), format_bytes(4_683_087_519)
+(4700000000, 8589934592, '4.7 GB')
+>>> parse_count("128k"), parse_parameters("8B"), format_parameters(494_032_768)
+(131072, 8000000000, '494M')
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["format_bytes", "format_parameters", "parse_bytes", "parse_count", "parse_parameters"]
+
+_DECIMAL = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+# A bare letter means the binary unit, as in `ulimit`, `free -h` and Ollama's memory settings.
+_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_BINARY |= {f"{u}ib": v for u, v in _BINARY.items()}
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def _split(text: str, what: str) -> tuple[float, str]:
+    match = _NUMBER.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a {what}")
+    return float(match.group(1)), match.group(2).lower()
+
+
+def parse_bytes(value: str | int | float) -> int:
+    """A byte size: an int, or text such as `512`, `4.7GB` (decimal), `8G` or `8GiB` (binary)."""
+    if isinstance(value, bool):
+        raise ValueError("a byte size cannot be true or false")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        number, unit = _split(value, "byte size (examples: 512MB, 4.7GB, 8GiB)")
+    scale = _DECIMAL.get(unit) or _BINARY.get(unit)
+    if scale is None:
+        raise ValueError(f"unknown size unit {unit!r} (use B, KB, MB, GB, TB, or K, M, G, GiB)")
+    if number < 0:
+        raise ValueError("a byte size cannot be negative")
+    return round(number * scale)
+
+
+def format_bytes(size: int | None) -> str:
+    """Decimal units, as model hubs print download sizes."""
+    if size is None:
+        return "-"
+    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def parse_count(value: str | int) -> int:
+    """A token count as context lengths are written: `8192`, `8k` (8192), `128K`, `1M`."""
+    if isinstance(value, bool):
+        raise ValueError("a count cannot be true or false")
+    if isinstance(value, int):
+        return value
+    number, unit = _split(value, "count (examples: 8192, 8k, 128k)")
+    scale = {"": 1, "k": 1024, "m": 1024**2}.get(unit)
+    if scale is None:
+        raise ValueError(f"unknown count unit {unit!r} (use k or M)")
+    return round(number * scale)
+
+
+_PARAM_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+
+
+def parse_parameters(value: str | int) -> int:
+    """A parameter count: `494032768`, `0.5B`, `135M`, `8B`, `1.5T`."""
+    if isinstance(value, bool):
+        raise ValueError("a parameter count cannot be true or false")
+    if isinstance(value, int):
+        return value
+    number, unit = _split(value, "parameter count (examples: 135M, 0.5B, 8B)")
+    if unit not in _PARAM_SCALE:
+        raise ValueError(f"unknown parameter unit {unit!r} (use M, B or T)")
+    return round(number * _PARAM_SCALE[unit])
+
+
+def format_parameters(count: int | None) -> str:
+    """`8B`, `1.5B`, `494M`: the way model names write it."""
+    if count is None:
+        return "-"
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= scale:
+            value = count / scale
+            return (f"{value:.1f}".removesuffix(".0") if value < 100 else str(round(value))) + unit
+    return str(count)

@@ -1,0 +1,109 @@
+"""Shared fixtures: every test gets its own data folder and no settings from the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelctl.model import Model
+from modelctl.registry import Registry
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MODELCTL_HOME, no global config file, and a working folder with no project file."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODELCTL_HOME", str(home))
+    monkeypatch.setenv("MODELCTL_CONFIG", str(tmp_path / "no-global-config.toml"))
+    for name in (
+        "MODELCTL_DATABASE",
+        "MODELCTL_MODEL_DIRS",
+        "MODELCTL_LOG_LEVEL",
+        "MODELCTL_API_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry.open(tmp_path / "registry.sqlite")
+    yield reg
+    reg.close()
+
+
+SAMPLE = [
+    {
+        "id": "llama3.2:3b",
+        "backend": "ollama",
+        "refs": {"ollama": "llama3.2:3b", "huggingface": "meta-llama/Llama-3.2-3B-Instruct"},
+        "tasks": ["chat"],
+        "capabilities": ["chat", "tools"],
+        "parameters": 3_212_749_824,
+        "quantization": "Q4_K_M",
+        "context_length": 131072,
+        "file_size": 2_019_393_189,
+        "installed": True,
+        "purpose": "speed",
+        "tags": ["local", "prod"],
+        "aliases": ["fast"],
+    },
+    {
+        "id": "qwen2.5-coder:7b",
+        "backend": "ollama",
+        "tasks": ["code", "chat"],
+        "parameters": 7_615_616_512,
+        "quantization": "Q4_K_M",
+        "context_length": 32768,
+        "file_size": 4_683_087_519,
+        "installed": False,
+        "purpose": "specialized",
+        "tags": ["local", "code"],
+        "custom": {"owner": "bob", "langs": ["python", "rust"], "score": 7.5, "beta": True},
+    },
+    {
+        "id": "Qwen/Qwen2.5-0.5B-Instruct",
+        "backend": "huggingface",
+        "refs": {"huggingface": "Qwen/Qwen2.5-0.5B-Instruct"},
+        "tasks": ["chat"],
+        "parameters": 494_032_768,
+        "quantization": "BF16",
+        "context_length": 32768,
+        "download_size": 988_097_824,
+        "purpose": "speed",
+        "tags": ["tiny"],
+        "custom": {"owner": "alice"},
+    },
+    {
+        "id": "openai/gpt-4o",
+        "backend": "openai",
+        "refs": {"openai": "gpt-4o"},
+        "tasks": ["chat", "vision"],
+        "capabilities": ["chat", "tools", "vision"],
+        "context_length": 128000,
+        "installed": True,
+        "purpose": "quality",
+        "pricing": {"input": 2.5, "output": 10.0},
+        "tags": ["prod", "remote"],
+    },
+    {
+        "id": "mixtral:8x7b",
+        "backend": "ollama",
+        "tasks": ["chat"],
+        "parameters": 46_702_792_704,
+        "context_length": 32768,
+        "purpose": "quality",
+        "status": "missing",
+    },
+]
+
+
+@pytest.fixture
+def sample(registry: Registry) -> Registry:
+    for record in SAMPLE:
+        registry.add(Model.from_dict(record))
+    return registry
