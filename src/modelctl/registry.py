@@ -282,12 +282,16 @@ class Registry(MutableMapping[str, "Model"]):
             if alias != model.id and self.store.count("id = ?", [alias]):
                 raise Conflict(f"alias {alias!r} is already the id of another model")
         if stamp:
-            existing = self.store.get(model.id)
-            now = _now()
-            created = existing.get("created_at") if existing else None
-            model = model.updated(created_at=created or now, updated_at=now)
+            model = self._stamp(model)
         self.store.put(model.to_dict())
         return model
+
+    def _stamp(self, model: Model) -> Model:
+        """Set updated_at to now, and created_at to the stored one (or now, for a new model)."""
+        existing = self.store.get(model.id)
+        now = _now()
+        created = existing.get("created_at") if existing else None
+        return model.updated(created_at=created or now, updated_at=now)
 
     def add(self, model: Model | dict[str, Any], *, replace: bool = False) -> Model:
         """Register a model; an id or alias that exists is a Conflict unless `replace`."""
@@ -458,18 +462,14 @@ class Registry(MutableMapping[str, "Model"]):
                     f"registry: {', '.join(missing)}",
                     field="groups",
                 )
-        added, updated = [], []
-        for index, model in enumerate(models):
-            try:
-                self._write(model, stamp=model.created_at is None)
-            except Conflict as exc:
-                raise ImportFailed(
-                    f"record {index} ({model.id!r}): {exc.message}",
-                    record=index,
-                    model_id=model.id,
-                    field="aliases",
-                ) from None
-            (updated if model.id in existing else added).append(model.id)
+        self._check_import_names(models, existing=set() if replace else existing)
+        stamped = [m if m.created_at is not None else self._stamp(m) for m in models]
+        try:
+            self.store.put_many(m.to_dict() for m in stamped)
+        except Conflict as exc:  # a clash the checks above should have named
+            raise ImportFailed(exc.message, field="aliases") from None
+        added = [m.id for m in models if m.id not in existing]
+        updated = [m.id for m in models if m.id in existing]
         for name, group in groups.items():
             self.store.put_group(
                 name,
@@ -478,6 +478,32 @@ class Registry(MutableMapping[str, "Model"]):
                 members=group["models"],
             )
         return ImportReport(added, updated, sorted(groups), replace, dry_run)
+
+    def _check_import_names(self, models: list[Model], *, existing: set[str]) -> None:
+        """After the import, every id and alias must name one model: check against what stays."""
+        incoming = {m.id for m in models}
+        staying = {  # aliases of registered models that the import does not replace
+            alias: owner
+            for alias, owner in self.aliases().items()
+            if owner in existing and owner not in incoming
+        }
+        ids_after = existing | incoming
+        for index, model in enumerate(models):
+            clash = None
+            if model.id in staying:
+                clash = f"{model.id!r} is already an alias of model {staying[model.id]!r}"
+            for alias in model.aliases:
+                if alias in ids_after and alias != model.id:
+                    clash = f"alias {alias!r} is already the id of another model"
+                elif alias in staying:
+                    clash = f"alias {alias!r} already names model {staying[alias]!r}"
+            if clash:
+                raise ImportFailed(
+                    f"record {index} ({model.id!r}): {clash}",
+                    record=index,
+                    model_id=model.id,
+                    field="aliases",
+                )
 
 
 class _DryRun(Exception):

@@ -49,7 +49,7 @@ FACETS = {"tag": "tags", "task": "tasks", "capability": "capabilities", "alias":
 
 def _schema_v1(db: sqlite3.Connection) -> None:
     columns = ",\n".join(
-        f"  {name} {sqltype} GENERATED ALWAYS AS (json_extract(data, '{path}')) VIRTUAL"
+        f"  {name} {sqltype} GENERATED ALWAYS AS (json_extract(data, '{path}')) STORED"
         for name, path, sqltype in INDEXED_COLUMNS
     )
     db.execute(
