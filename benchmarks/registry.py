@@ -107,24 +107,31 @@ def build(folder: Path, count: int) -> tuple[Path, float, float]:
     return path, modelctl_seconds, raw_seconds
 
 
-def queries(path: Path, repeat: int) -> list[tuple[str, int, float, float, float, float]]:
-    """For each query: rows, raw sqlite3 (text), modelctl (text, dicts, Models) in seconds."""
+def measure(
+    registry: Registry, raw: sqlite3.Connection, query: dict, repeat: int
+) -> tuple[int, float, float, float, float, float]:
+    """Rows, raw sqlite3 (text), modelctl (text), raw + json.loads, modelctl dicts, Models."""
+    where, params = compile_query(query)
+    sql = f"SELECT data FROM models WHERE {where} ORDER BY {compile_order(None)}"
+    n = len(raw.execute(sql, params).fetchall())  # also warms the page cache for both sides
+    return (
+        n,
+        best_of(lambda: raw.execute(sql, params).fetchall(), repeat),
+        best_of(lambda: registry.records_json(query), repeat),
+        best_of(lambda: [json.loads(r[0]) for r in raw.execute(sql, params)], repeat),
+        best_of(lambda: registry.records(query), repeat),
+        best_of(lambda: registry.query(query), max(1, repeat // 2)),
+    )
+
+
+def queries(path: Path, repeat: int) -> list[tuple]:
+    """The selective and the broad query, measured on the registry at `path`."""
     registry = Registry.open(path)
     raw = sqlite3.connect(path)
-    rows = []
-    for label, query in (("selective", SELECTIVE), ("broad", BROAD)):
-        where, params = compile_query(query)
-        sql = f"SELECT data FROM models WHERE {where} ORDER BY {compile_order(None)}"
-        n = len(raw.execute(sql, params).fetchall())
-        raw.execute(sql, params).fetchall()  # warm the page cache for both sides
-        t_raw = best_of(lambda: raw.execute(sql, params).fetchall(), repeat)
-        t_text = best_of(lambda: registry.records_json(query), repeat)
-        t_raw_dicts = best_of(
-            lambda: [json.loads(r[0]) for r in raw.execute(sql, params)], repeat
-        )
-        t_dicts = best_of(lambda: registry.records(query), repeat)
-        t_models = best_of(lambda: registry.query(query), max(1, repeat // 2))
-        rows.append((label, n, t_raw, t_text, t_raw_dicts, t_dicts, t_models))
+    rows = [
+        (label, *measure(registry, raw, query, repeat))
+        for label, query in (("selective", SELECTIVE), ("broad", BROAD))
+    ]
     raw.close()
     registry.close()
     return rows
@@ -159,7 +166,9 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="modelctl-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     ms = 1000.0
-    print(f"# registry benchmark (python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version})")
+    print(
+        f"# registry benchmark (python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version})"
+    )
     try:
         for count in args.sizes:
             path, t_import, t_raw_insert = build(folder, count)
@@ -175,7 +184,9 @@ def main() -> None:
                 "| raw + json.loads | modelctl dicts | ratio | modelctl Models |"
             )
             print("|---|---|---|---|---|---|---|---|---|")
-            for label, n, t_raw, t_text, t_raw_dicts, t_dicts, t_models in queries(path, args.repeat):
+            for label, n, t_raw, t_text, t_raw_dicts, t_dicts, t_models in queries(
+                path, args.repeat
+            ):
                 print(
                     f"| {label} | {n:,} | {t_raw * ms:.2f} ms | {t_text * ms:.2f} ms "
                     f"| {t_text / t_raw:.2f}x | {t_raw_dicts * ms:.2f} ms | {t_dicts * ms:.2f} ms "

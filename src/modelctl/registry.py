@@ -225,7 +225,7 @@ class Registry(MutableMapping[str, "Model"]):
         limit: int | None = None,
     ) -> list[Model]:
         """Models matching a query dict or a --where expression (see `modelctl.query`)."""
-        return self._models(self.records_json(where, order_by=order_by, limit=limit))
+        return self.filter(where=where, order_by=order_by, limit=limit)
 
     def filter(
         self,
@@ -311,9 +311,7 @@ class Registry(MutableMapping[str, "Model"]):
         """Apply field changes to a model atomically (read, change, write in one transaction)."""
         if "id" in changes:
             raise InvalidModel("the id of a registered model cannot change", field="id")
-        with self.store.transaction():
-            current = self[ref]
-            return self._write(current.updated(**changes))
+        return self._edit(ref, lambda m: changes)
 
     def _edit(self, ref: str, change: Callable[[Model], dict[str, Any]]) -> Model:
         with self.store.transaction():
