@@ -151,9 +151,9 @@ class Model(BaseModel):
             value = ["vision" if v == "multimodal" else v for v in value]
         return value
 
-    @field_validator("capabilities", mode="before")
+    @field_validator("capabilities", "tags", "aliases", mode="before")
     @classmethod
-    def _capabilities(cls, value: Any) -> Any:
+    def _one_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
     @field_validator("tasks", "capabilities")
@@ -185,20 +185,10 @@ class Model(BaseModel):
             raise ValueError(f"quantization {value!r} is not a quantization name (e.g. Q4_K_M)")
         return naming.normalize_quantization(value)
 
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags_in(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
         return sorted({check_tag(t.strip()) for t in value})
-
-    @field_validator("aliases", mode="before")
-    @classmethod
-    def _aliases_in(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @field_validator("aliases")
     @classmethod

@@ -52,32 +52,27 @@ def format_bytes(size: int | None) -> str:
     return f"{size} B"
 
 
-def parse_count(value: str | int) -> int:
-    """A token count as context lengths are written: `8192`, `8k` (8192), `128K`, `1M`."""
+def _parse_scaled(value: str | int, scales: dict[str, int], what: str, examples: str) -> int:
     if isinstance(value, bool):
-        raise ValueError("a count cannot be true or false")
+        raise ValueError(f"a {what} cannot be true or false")
     if isinstance(value, int):
         return value
-    number, unit = _split(value, "count (examples: 8192, 8k, 128k)")
-    scale = {"": 1, "k": 1024, "m": 1024**2}.get(unit)
-    if scale is None:
-        raise ValueError(f"unknown count unit {unit!r} (use k or M)")
-    return round(number * scale)
+    number, unit = _split(value, f"{what} (examples: {examples})")
+    if unit not in scales:
+        names = ", ".join(u.upper() if u != "k" else u for u in scales if u)
+        raise ValueError(f"unknown {what} unit {unit!r} (use {names})")
+    return round(number * scales[unit])
 
 
-_PARAM_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+def parse_count(value: str | int) -> int:
+    """A token count as context lengths are written: `8192`, `8k` (8192), `128K`, `1M`."""
+    return _parse_scaled(value, {"": 1, "k": 1024, "m": 1024**2}, "count", "8192, 8k, 128k")
 
 
 def parse_parameters(value: str | int) -> int:
     """A parameter count: `494032768`, `0.5B`, `135M`, `8B`, `1.5T`."""
-    if isinstance(value, bool):
-        raise ValueError("a parameter count cannot be true or false")
-    if isinstance(value, int):
-        return value
-    number, unit = _split(value, "parameter count (examples: 135M, 0.5B, 8B)")
-    if unit not in _PARAM_SCALE:
-        raise ValueError(f"unknown parameter unit {unit!r} (use M, B or T)")
-    return round(number * _PARAM_SCALE[unit])
+    scales = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+    return _parse_scaled(value, scales, "parameter count", "135M, 0.5B, 8B")
 
 
 def format_parameters(count: int | None) -> str:
