@@ -22,6 +22,9 @@ run: $(STAMP)
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list --where 'context_length>=100k' --where 'tags~prod'
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl show fast
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl system
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl fit fast --context 32k
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl recommend --memory 8G --task code
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -30,8 +33,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# llama-cpp-python builds llama.cpp from source: several minutes the first time, then pip's cache.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[llamacpp]'
 	$(PY) benchmarks/registry.py
+	$(PY) benchmarks/memory_estimate.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

@@ -15,12 +15,16 @@ import modelctl
 
 PUBLIC = [
     "Capability",
+    "Catalog",
+    "CatalogEntry",
+    "Compatibility",
     "Conflict",
     "ImportFailed",
     "ImportReport",
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
+    "MemoryEstimate",
     "Model",
     "ModelManager",
     "ModelNotFound",
@@ -29,10 +33,12 @@ PUBLIC = [
     "NotFound",
     "Pricing",
     "Purpose",
+    "Recommendation",
     "Registry",
     "Settings",
     "SizeClass",
     "Status",
+    "SystemInfo",
     "Task",
     "__version__",
     "parse_ref",
@@ -62,8 +68,9 @@ def test_version_matches_the_package() -> None:
 def test_import_is_lean() -> None:
     code = (
         "import sys, modelctl\n"
-        "print(sorted(m for m in ('pydantic', 'typer', 'rich', 'sqlite3', 'platformdirs') "
-        "if m in sys.modules))"
+        "heavy = ('pydantic', 'typer', 'rich', 'sqlite3', 'platformdirs', 'psutil', 'gguf',"
+        " 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

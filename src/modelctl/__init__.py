@@ -20,12 +20,16 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _EXPORTS = {
     "Capability": "modelctl.kinds",
+    "Catalog": "modelctl.catalog",
+    "CatalogEntry": "modelctl.catalog",
+    "Compatibility": "modelctl.fit",
     "Conflict": "modelctl.errors",
     "ImportFailed": "modelctl.errors",
     "ImportReport": "modelctl.registry",
     "InvalidModel": "modelctl.errors",
     "InvalidQuery": "modelctl.errors",
     "InvalidReference": "modelctl.errors",
+    "MemoryEstimate": "modelctl.fit",
     "Model": "modelctl.model",
     "ModelManager": "modelctl.manager",
     "ModelNotFound": "modelctl.errors",
@@ -34,22 +38,28 @@ _EXPORTS = {
     "NotFound": "modelctl.errors",
     "Pricing": "modelctl.model",
     "Purpose": "modelctl.kinds",
+    "Recommendation": "modelctl.fit",
     "Registry": "modelctl.registry",
     "Settings": "modelctl.config",
     "SizeClass": "modelctl.kinds",
     "Status": "modelctl.kinds",
+    "SystemInfo": "modelctl.hardware",
     "Task": "modelctl.kinds",
     "parse_ref": "modelctl.naming",
 }
 
 __all__ = [
     "Capability",
+    "Catalog",
+    "CatalogEntry",
+    "Compatibility",
     "Conflict",
     "ImportFailed",
     "ImportReport",
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
+    "MemoryEstimate",
     "Model",
     "ModelManager",
     "ModelNotFound",
@@ -58,16 +68,19 @@ __all__ = [
     "NotFound",
     "Pricing",
     "Purpose",
+    "Recommendation",
     "Registry",
     "Settings",
     "SizeClass",
     "Status",
+    "SystemInfo",
     "Task",
     "__version__",
     "parse_ref",
 ]
 
 if TYPE_CHECKING:
+    from modelctl.catalog import Catalog, CatalogEntry
     from modelctl.config import Settings
     from modelctl.errors import (
         Conflict,
@@ -79,6 +92,8 @@ if TYPE_CHECKING:
         ModelNotFound,
         NotFound,
     )
+    from modelctl.fit import Compatibility, MemoryEstimate, Recommendation
+    from modelctl.hardware import SystemInfo
     from modelctl.kinds import Capability, Purpose, SizeClass, Status, Task
     from modelctl.manager import ModelManager
     from modelctl.model import Model, Pricing

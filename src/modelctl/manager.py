@@ -14,6 +14,9 @@ from modelctl.config import Settings
 from modelctl.registry import ImportReport, Registry
 
 if TYPE_CHECKING:
+    from modelctl.catalog import Catalog
+    from modelctl.fit import Compatibility, Recommendation
+    from modelctl.hardware import SystemInfo
     from modelctl.model import Model
 
 __all__ = ["ModelManager"]
@@ -31,6 +34,7 @@ class ModelManager:
     ) -> None:
         self.settings = settings or Settings.load(home=home)
         self._registry = registry
+        self._catalog: Catalog | None = None
 
     @property
     def registry(self) -> Registry:
@@ -41,6 +45,15 @@ class ModelManager:
     @property
     def home(self) -> Path:
         return self.settings.home
+
+    @property
+    def catalog(self) -> Catalog:
+        """The built-in catalog and the user's own files in `<home>/catalog/`."""
+        if self._catalog is None:
+            from modelctl.catalog import Catalog
+
+            self._catalog = Catalog.load([self.home / "catalog"])
+        return self._catalog
 
     def close(self) -> None:
         if self._registry is not None:
@@ -84,3 +97,49 @@ class ModelManager:
         if isinstance(source, dict | list):
             return self.registry.import_data(source, **options)
         return transfer.import_file(self.registry, source, **options)
+
+    # Fit: the machine, and what runs on it.
+
+    def system_info(self) -> SystemInfo:
+        from modelctl.hardware import system_info
+
+        return system_info([self.home, *self.settings.model_dirs])
+
+    def check_compatibility(
+        self,
+        model: str,
+        memory: int | str | None = None,
+        *,
+        context: int | None = None,
+        quantization: str | None = None,
+        **options: Any,
+    ) -> Compatibility:
+        """Does `model` (registered, in the catalog, or a .gguf path) fit in `memory`, or here?"""
+        from modelctl import fit, units
+
+        facts, name = fit.facts_for(
+            model, catalog=self.catalog, registry=self.registry, quantization=quantization
+        )
+        budget = units.parse_bytes(memory) if memory is not None else None
+        system = None if budget is not None else self.system_info()
+        return fit.check_compatibility(
+            facts, memory=budget, system=system, context=context, name=name, **options
+        )
+
+    def recommend_model(
+        self,
+        memory: int | str | None = None,
+        priority: str = "balanced",
+        *,
+        task: str | None = "chat",
+        context: int | None = None,
+    ) -> Recommendation:
+        """The best catalog model for this memory (or this machine), priority and task."""
+        from modelctl import fit, units
+
+        budget = units.parse_bytes(memory) if memory is not None else None
+        system = None if budget is not None else self.system_info()
+        return fit.recommend(
+            self.catalog, memory=budget, system=system, priority=priority, task=task,
+            context=context,
+        )  # fmt: skip

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_bytes", "format_parameters", "parse_bytes", "parse_count", "parse_parameters"]
+__all__ = [
+    "format_bytes",
+    "format_memory",
+    "format_parameters",
+    "parse_bytes",
+    "parse_count",
+    "parse_parameters",
+]
 
 _DECIMAL = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 # A bare letter means the binary unit, as in `ulimit`, `free -h` and Ollama's memory settings.
@@ -62,6 +69,16 @@ def _parse_scaled(value: str | int, scales: dict[str, int], what: str, examples:
         names = ", ".join(u.upper() if u != "k" else u for u in scales if u)
         raise ValueError(f"unknown {what} unit {unit!r} (use {names})")
     return round(number * scales[unit])
+
+
+def format_memory(size: int | None) -> str:
+    """Binary units, as memory is counted (`free -h`, GPU tools): `8.0 GiB`, `512.0 MiB`."""
+    if size is None:
+        return "-"
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def parse_count(value: str | int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelctl.units import format_bytes, format_parameters
+from modelctl.units import format_bytes, format_memory, format_parameters
 
 
 def _count(value: int | None) -> str:
@@ -15,14 +15,21 @@ def _count(value: int | None) -> str:
     return f"{value:,}"
 
 
-def models_table(records: list[dict[str, Any]], *, title: str | None = None) -> Any:
+def models_table(
+    records: list[dict[str, Any]],
+    *,
+    title: str | None = None,
+    fits: dict[str, dict[str, Any]] | None = None,
+) -> Any:
+    """The registry as a table; with `fits`, how each model fits this machine too."""
     from rich.table import Table
 
+    columns = ["ID", "BACKEND", "PARAMS", "QUANT", "CONTEXT", "DISK", "INSTALLED", "TAGS"]
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "BACKEND", "PARAMS", "QUANT", "CONTEXT", "DISK", "INSTALLED", "TAGS"):
+    for column in columns + (["FIT", "NEEDS"] if fits is not None else []):
         table.add_column(column, no_wrap=column in ("ID", "BACKEND"))
     for r in records:
-        table.add_row(
+        row = [
             r["id"],
             r["backend"],
             format_parameters(r.get("parameters")),
@@ -31,7 +38,13 @@ def models_table(records: list[dict[str, Any]], *, title: str | None = None) -> 
             format_bytes(r.get("file_size") or r.get("download_size")),
             "yes" if r.get("installed") else "-",
             ", ".join(r.get("tags") or ()),
-        )
+        ]
+        if fits is not None:
+            from modelctl.cli.machine import fit_cell
+
+            fit = fits.get(r["id"], {})
+            row += [fit_cell(fit.get("level", "-")), format_memory(fit.get("total") or None)]
+        table.add_row(*row)
     return table
 
 

@@ -47,6 +47,9 @@ def list_models(
     sort: Annotated[Many, typer.Option("--sort", help="Sort by field; -field descends.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = None,
     ids: Annotated[bool, typer.Option("--ids", help="Print only ids, one per line.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", "-a", help="Add the catalog's models, and how each fits here.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered models; filters combine (all must hold)."""
@@ -79,6 +82,11 @@ def list_models(
         sys.stdout.write("".join(f"{i}\n" for i in chosen))
         return
     texts = registry.records_json(combined, order_by=sort, limit=limit, **criteria)
+    if all_:
+        from modelctl.cli.machine import list_all
+
+        list_all(_common.state(ctx), [json.loads(t) for t in texts], as_json=as_json)
+        return
     if as_json:
         _common.emit_json_records(texts)
         return

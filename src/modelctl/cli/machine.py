@@ -1,0 +1,296 @@
+"""Commands about this machine and what fits it: system, fit, recommend, search."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from modelctl.cli import _common
+from modelctl.cli._common import JsonOpt
+from modelctl.errors import ModelctlError
+from modelctl.kinds import Purpose, Task
+from modelctl.query import LOCAL_BACKENDS
+from modelctl.units import (
+    format_bytes,
+    format_memory,
+    format_parameters,
+    parse_bytes,
+    parse_count,
+)
+
+if TYPE_CHECKING:
+    from modelctl.catalog import CatalogEntry
+    from modelctl.fit import Compatibility
+
+
+def _memory(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        memory = parse_bytes(value)
+    except ValueError as exc:
+        raise ModelctlError(f"--memory: {exc}") from None
+    if memory <= 0:
+        raise ModelctlError("--memory must be more than 0", hint="e.g. --memory 8G")
+    return memory
+
+
+def _context(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        context = parse_count(value)
+    except ValueError as exc:
+        raise ModelctlError(f"--context: {exc}") from None
+    if context <= 0:
+        raise ModelctlError("--context must be at least 1 token", hint="e.g. --context 8k")
+    return context
+
+
+MemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory", "-m", help="Memory to fit in (8G, 16GB); default: free on this machine."
+    ),
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="Context length: 4096, 32k.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("system")(system)
+    app.command("fit")(fit)
+    app.command("recommend")(recommend)
+    app.command("search")(search)
+
+
+def system(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """This machine: OS, CPU, memory, GPUs and free disk where models live."""
+    from modelctl.manager import ModelManager
+
+    info = ModelManager(settings=_common.state(ctx).settings).system_info()
+    if as_json:
+        _common.emit_json(info.to_dict())
+        return
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("os", f"{info.os} {info.os_version} ({info.arch})")
+    table.add_row("python", info.python)
+    table.add_row("cpu", f"{info.cpu_model} ({info.cpu_cores} cores, {info.cpu_threads} threads)")
+    table.add_row("ram", f"{info.ram_available_str} free of {info.ram_total_str}")
+    for gpu in info.gpus:
+        kind = "unified memory" if gpu.unified else "VRAM"
+        table.add_row(
+            f"gpu {gpu.index}",
+            f"{gpu.name}: {gpu.memory_free_str} free of {gpu.memory_total_str} {kind}",
+        )
+    table.add_row("accelerator", info.accelerator or "none (CPU only)")
+    for path, free in info.disks:
+        table.add_row("disk", f"{format_bytes(free)} free at {path}")
+    for note in info.notes:
+        table.add_row("note", note)
+    _common.console().print(table)
+
+
+def fit(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Argument(help="A registered model, a catalog name, or a .gguf path.")
+    ],
+    memory: MemoryOpt = None,
+    context: ContextOpt = None,
+    quantization: Annotated[
+        str | None, typer.Option("--quant", help="Q4_K_M, Q8_0, F16, …")
+    ] = None,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Parallel sequences.")] = 1,
+    kv_type: Annotated[
+        str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")
+    ] = "f16",
+    as_json: JsonOpt = False,
+) -> None:
+    """Will MODEL run here (or in --memory)? The estimate's parts, and the reason in words."""
+    state = _common.state(ctx)
+    from modelctl.manager import ModelManager
+
+    manager = ModelManager(settings=state.settings, registry=state.registry)
+    result = manager.check_compatibility(
+        model, _memory(memory), context=_context(context), quantization=quantization,
+        parallel=parallel, kv_type=kv_type,
+    )  # fmt: skip
+    if as_json:
+        _common.emit_json(result.to_dict())
+    else:
+        style = "green" if result.fits else "red"
+        _common.console().print(
+            f"[bold]{result.model}[/bold]: [{style}]{result.level}[/{style}], {result.reason}"
+        )
+        for line in result.estimate.explain():
+            _common.console().print("  " + line)
+    if not result.fits:
+        raise typer.Exit(1)
+
+
+def recommend(
+    ctx: typer.Context,
+    memory: MemoryOpt = None,
+    priority: Annotated[
+        Purpose, typer.Option("--priority", "-p", help="speed, balanced or quality.")
+    ] = Purpose.BALANCED,
+    task: Annotated[Task, typer.Option("--task", "-t")] = Task.CHAT,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The best model in the catalog for this machine (or --memory), priority and task."""
+    from modelctl.manager import ModelManager
+
+    if priority is Purpose.SPECIALIZED:
+        raise typer.BadParameter("priority is speed, balanced or quality", param_hint="--priority")
+    manager = ModelManager(settings=_common.state(ctx).settings)
+    found = manager.recommend_model(
+        _memory(memory), str(priority), task=str(task), context=_context(context)
+    )
+    if as_json:
+        _common.emit_json(found.to_dict())
+    elif found.model is None:
+        _common.console().print(f"[red]no recommendation[/red]: {found.reason}")
+    else:
+        entry, comp = found.model, found.compatibility
+        assert comp is not None
+        _common.console().print(
+            f"[bold]{entry.id}[/bold] ({entry.name}, {found.quantization}): {found.reason}"
+        )
+        for line in comp.estimate.explain():
+            _common.console().print("  " + line)
+        if found.runners_up:
+            others = ", ".join(f"{e.id} ({c.level})" for e, c in found.runners_up)
+            _common.console().print(f"runners-up: {others}")
+    if found.model is None:
+        raise typer.Exit(1)
+
+
+def search(
+    ctx: typer.Context,
+    words: Annotated[
+        list[str] | None, typer.Argument(help="Words to find in ids, names, families, tasks.")
+    ] = None,
+    task: Annotated[Task | None, typer.Option("--task", "-t")] = None,
+    local: Annotated[bool | None, typer.Option("--local/--remote")] = None,
+    memory: MemoryOpt = None,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the catalog of well-known models; shows how each would fit here."""
+    from modelctl.manager import ModelManager
+
+    manager = ModelManager(settings=_common.state(ctx).settings)
+    text = " ".join(words or [])
+    entries = manager.catalog.search(text, task=str(task) if task else None, local=local)
+    fits = fit_column(entries, memory=_memory(memory), context=_context(context), manager=manager)
+    if as_json:
+        _common.emit_json([e.to_dict() | {"fit": fits.get(e.id)} for e in entries])
+        return
+    if not entries:
+        _common.say(f"nothing in the catalog matches {text!r}")
+        raise typer.Exit(1)
+    _common.console().print(catalog_table(entries, fits))
+
+
+def fit_column(
+    entries: list[CatalogEntry], *, memory: int | None, context: int | None, manager: Any
+) -> dict[str, dict[str, Any]]:
+    """How each entry would fit: level and total bytes; remote models need no memory here."""
+    from modelctl.fit import check_compatibility
+
+    system = None if memory is not None else manager.system_info()
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if not entry.is_local:
+            out[entry.id] = {"level": "remote", "total": 0}
+            continue
+        comp: Compatibility = check_compatibility(
+            entry, memory=memory, system=system, context=context
+        )
+        out[entry.id] = {"level": comp.level, "total": comp.estimate.total}
+    return out
+
+
+FIT_STYLES = {"full GPU": "green", "partial GPU": "yellow", "CPU only": "cyan", "fits": "green",
+              "won't fit": "red", "remote": "dim"}  # fmt: skip
+
+
+def fit_cell(level: str) -> str:
+    style = FIT_STYLES.get(level)
+    return f"[{style}]{level}[/{style}]" if style else level
+
+
+def catalog_table(entries: list[CatalogEntry], fits: dict[str, dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="catalog", box=None, header_style="bold", pad_edge=False)
+    for column in (
+        "ID",
+        "PARAMS",
+        "QUANT",
+        "DOWNLOAD",
+        "CONTEXT",
+        "TASKS",
+        "PURPOSE",
+        "FIT",
+        "NEEDS",
+    ):
+        table.add_column(column, no_wrap=column == "ID")
+    for e in entries:
+        size, estimated = e.download_size()
+        level = fits.get(e.id, {}).get("level", "-")
+        total = fits.get(e.id, {}).get("total") or None
+        table.add_row(
+            e.id,
+            format_parameters(e.parameters),
+            e.default_quantization or "-",
+            (("~" if estimated else "") + format_bytes(size)) if size else "-",
+            f"{e.context_length:,}" if e.context_length else "-",
+            ", ".join(e.tasks),
+            e.purpose,
+            fit_cell(level),
+            format_memory(total) if total else "-",
+        )
+    return table
+
+
+def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> None:
+    """Registered models and the catalog's others, each with how it fits this machine."""
+    from modelctl import fit as fitting
+    from modelctl.manager import ModelManager
+
+    manager = ModelManager(settings=state.settings, registry=state.registry)
+    system = manager.system_info()
+    known = {r["id"] for r in records} | {ref for r in records for ref in r["refs"].values()}
+    extra = [e for e in manager.catalog if e.id not in known and not (set(e.refs.values()) & known)]
+    fits: dict[str, dict[str, Any]] = {}
+    for record in records:
+        try:
+            facts, _ = fitting.facts_for(
+                record["id"], catalog=manager.catalog, registry=state.registry
+            )
+        except ModelctlError:  # remote, or nothing to estimate from
+            level = "remote" if record["backend"] not in LOCAL_BACKENDS else "-"
+            fits[record["id"]] = {"level": level, "total": 0}
+            continue
+        comp = fitting.check_compatibility(facts, system=system)
+        fits[record["id"]] = {"level": comp.level, "total": comp.estimate.total}
+    fits |= fit_column(extra, memory=None, context=None, manager=manager)
+    if as_json:
+        _common.emit_json(
+            {
+                "models": [r | {"fit": fits[r["id"]]} for r in records],
+                "catalog": [e.to_dict() | {"fit": fits[e.id]} for e in extra],
+            }
+        )
+        return
+    from modelctl.cli import _render
+
+    _common.console().print(_render.models_table(records, title="registered", fits=fits))
+    _common.console().print(catalog_table(extra, fits))
