@@ -163,6 +163,7 @@ def test_recommend_by_priority_and_task() -> None:
     assert speed.model.parameters < quality.model.parameters or quality.model.purpose != "quality"
     code = recommend(CATALOG, memory=8 * GiB, priority="balanced", task="code")
     assert code.model is not None and "code" in code.model.tasks
+    assert code.model.purpose == "specialized" and "no balanced model in the catalog" in code.reason
     assert len(code.runners_up) == 3 and all(c.fits for _, c in code.runners_up)
 
 

@@ -462,13 +462,18 @@ def recommend(
             f"nothing for {task or 'any task'} fits: the smallest, {smallest.id}, {comp.reason}",
             comp,
         )  # fmt: skip
-    rank = {purpose: i for i, purpose in enumerate(FALLBACK[priority])}
+    order = list(FALLBACK[priority])
+    if task not in (None, "chat", "completion"):  # a model made for the task comes next
+        order.insert(1, "specialized")
+    rank = {purpose: i for i, purpose in enumerate(order)}
     fitting.sort(key=lambda ec: (rank.get(ec[0].purpose, 9), -(ec[0].parameters or 0), ec[0].id))
     best, comp = fitting[0]
-    first = FALLBACK[priority][0]
+    first = order[0]
     why = f"the largest {best.purpose} model for {task or 'any task'} that fits: {comp.reason}"
     if best.purpose != first:
-        why = f"no {first} model fits, so {why}"
+        exists = any(e.purpose == first for e in candidates)
+        missing = "fits" if exists else f"in the catalog is for {task or 'any task'}"
+        why = f"no {first} model {missing}, so {why}"
     return Recommendation(
         best, best.default_quantization, why, comp, tuple(fitting[1 : 1 + runners_up])
     )
