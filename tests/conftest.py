@@ -16,13 +16,15 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("MODELCTL_HOME", str(home))
     monkeypatch.setenv("MODELCTL_CONFIG", str(tmp_path / "no-global-config.toml"))
+    # Nothing of this machine's own setup may leak in: daemons, keys, caches.
     for name in (
-        "MODELCTL_DATABASE",
-        "MODELCTL_MODEL_DIRS",
-        "MODELCTL_LOG_LEVEL",
-        "MODELCTL_API_KEY",
+        *("MODELCTL_DATABASE", "MODELCTL_MODEL_DIRS", "MODELCTL_LOG_LEVEL", "MODELCTL_API_KEY"),
+        *("OLLAMA_HOST", "LMSTUDIO_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENROUTER_API_KEY"),
+        *("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE"),
     ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -58,6 +58,40 @@ def _text(value: Any) -> str:
     return value
 
 
+def _url(value: Any) -> str:
+    text = _text(value).strip().rstrip("/")
+    if "://" not in text:  # OLLAMA_HOST is often written host:port
+        text = "http://" + text
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return seconds
+
+
+def _endpoints(value: Any) -> dict[str, dict[str, str | None]]:
+    """Named OpenAI-compatible servers: {name: {base_url, api_key_env}}; keys stay in the env."""
+    if not isinstance(value, dict):
+        raise ValueError("must be a table of [endpoints.NAME] with base_url (and api_key_env)")
+    out: dict[str, dict[str, str | None]] = {}
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or "base_url" not in spec:
+            raise ValueError(f"endpoint {name!r} needs base_url")
+        unknown = set(spec) - {"base_url", "api_key_env"}
+        if unknown:
+            raise ValueError(f"endpoint {name!r}: unknown keys {', '.join(sorted(unknown))}")
+        out[name] = {"base_url": _url(spec["base_url"]), "api_key_env": spec.get("api_key_env")}
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting: how to read it, its default, where the environment may set it."""
@@ -79,6 +113,15 @@ def _default_home(_: dict[str, Any]) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("modelctl", appauthor=False))
+
+
+def _default_hf_cache(_: dict[str, Any]) -> Path:
+    """Where huggingface_hub keeps its cache: $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "huggingface" / "hub"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -113,6 +156,80 @@ SETTINGS: dict[str, Setting] = {
             lambda v: None,
             "key clients must send to modelctl's server",
             secret=True,
+        ),
+        Setting(
+            "ollama_host",
+            _url,
+            lambda v: "http://127.0.0.1:11434",
+            "Ollama daemon URL",
+            env=("OLLAMA_HOST",),
+        ),
+        Setting(
+            "lmstudio_url",
+            _url,
+            lambda v: "http://127.0.0.1:1234",
+            "LM Studio server URL",
+            env=("LMSTUDIO_URL",),
+        ),
+        Setting(
+            "openai_base_url",
+            _url,
+            lambda v: "https://api.openai.com/v1",
+            "OpenAI API URL",
+            env=("OPENAI_BASE_URL",),
+        ),
+        Setting(
+            "openai_api_key",
+            _text,
+            lambda v: None,
+            "OpenAI key",
+            env=("OPENAI_API_KEY",),
+            secret=True,
+        ),
+        Setting(
+            "openrouter_api_key",
+            _text,
+            lambda v: None,
+            "OpenRouter key",
+            env=("OPENROUTER_API_KEY",),
+            secret=True,
+        ),
+        Setting(
+            "anthropic_base_url",
+            _url,
+            lambda v: "https://api.anthropic.com",
+            "Anthropic API URL",
+            env=("ANTHROPIC_BASE_URL",),
+        ),
+        Setting(
+            "anthropic_api_key",
+            _text,
+            lambda v: None,
+            "Anthropic key",
+            env=("ANTHROPIC_API_KEY",),
+            secret=True,
+        ),
+        Setting(
+            "endpoints",
+            _endpoints,
+            lambda v: {},
+            "named OpenAI-compatible servers ([endpoints.NAME] base_url, api_key_env)",
+        ),
+        Setting("http_timeout", _seconds, lambda v: 10.0, "seconds to wait for a backend"),
+        Setting(
+            "hf_endpoint",
+            _url,
+            lambda v: "https://huggingface.co",
+            "Hugging Face Hub URL",
+            env=("HF_ENDPOINT",),
+        ),
+        Setting(
+            "hf_cache",
+            _path,
+            _default_hf_cache,
+            "Hugging Face cache folder",
+            env=("HF_HUB_CACHE",),
+            relative=True,
         ),
     )
 }

@@ -9,6 +9,8 @@
     ├── Conflict                       an alias, id or group that clashes with what exists
     ├── ImportFailed                   an import file rejected as a whole; names record and field
     ├── ConfigError                    a settings file or value that cannot be used
+    ├── InsufficientMemory             a model that will not fit where it is going
+    ├── BackendError (backends)        a backend refused, failed or could not be reached
     └── StoreError                     the database cannot be opened or written
         └── SchemaTooNew               the database was written by a newer modelctl
 
@@ -21,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ImportFailed",
+    "InsufficientMemory",
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
@@ -119,6 +122,12 @@ class ConfigError(ModelctlError):
     """A settings file or value that cannot be used."""
 
     exit_code = 2
+
+
+class InsufficientMemory(ModelctlError):
+    """A model that will not fit in the memory it would have."""
+
+    exit_code = 7
 
 
 class StoreError(ModelctlError):

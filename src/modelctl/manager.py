@@ -14,10 +14,12 @@ from modelctl.config import Settings
 from modelctl.registry import ImportReport, Registry
 
 if TYPE_CHECKING:
+    from modelctl.backends import Backend, BackendStatus, DeletePlan
     from modelctl.catalog import Catalog
     from modelctl.fit import Compatibility, Recommendation
     from modelctl.hardware import SystemInfo
     from modelctl.model import Model
+    from modelctl.sync import SyncReport
 
 __all__ = ["ModelManager"]
 
@@ -35,6 +37,7 @@ class ModelManager:
         self.settings = settings or Settings.load(home=home)
         self._registry = registry
         self._catalog: Catalog | None = None
+        self._backends: dict[str, Backend] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -143,3 +146,42 @@ class ModelManager:
             self.catalog, memory=budget, system=system, priority=priority, task=task,
             context=context,
         )  # fmt: skip
+
+    # Backends: where models live.
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """Every registered backend instance by name (entry-point group `modelctl.backends`)."""
+        if self._backends is None:
+            from modelctl.backends._loader import load_backends
+
+            self._backends = load_backends(self.settings)
+        return self._backends
+
+    def backend(self, name: str) -> Backend:
+        from modelctl.errors import NotFound
+
+        if name not in self.backends:
+            raise NotFound(
+                f"no backend named {name!r}", hint=f"backends: {', '.join(self.backends)}"
+            )
+        return self.backends[name]
+
+    def check_backend_status(self, name: str | None = None) -> list[BackendStatus]:
+        names = [name] if name else list(self.backends)
+        return [self.backend(n).status() for n in names]
+
+    def sync(self, only: list[str] | None = None) -> SyncReport:
+        from modelctl.sync import sync
+
+        return sync(self.registry, self.backends, only=only)
+
+    def install_model(self, ref: str, **options: Any) -> Model:
+        from modelctl.install import pull
+
+        return pull(self, ref, **options)
+
+    def delete_model(self, ref: str, *, dry_run: bool = False) -> DeletePlan:
+        from modelctl.install import plan_remove, remove
+
+        return plan_remove(self, ref)[1] if dry_run else remove(self, ref)

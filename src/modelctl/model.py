@@ -105,6 +105,9 @@ class Model(BaseModel):
     file_size: int | None = Field(default=None, ge=0, description="bytes on disk")
     download_size: int | None = Field(default=None, ge=0, description="bytes to download")
     location: str | None = Field(default=None, description="path or URL")
+    digest: str | None = Field(
+        default=None, pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the weights file"
+    )
     installed: bool = False
     status: Status = Status.AVAILABLE
     min_memory: int | None = Field(default=None, ge=0, description="bytes needed to run")

@@ -75,6 +75,7 @@ FIELDS: dict[str, FieldSpec] = {
     "file_size": FieldSpec("int", column="file_size", parse=units.parse_bytes),
     "download_size": FieldSpec("int", parse=units.parse_bytes),
     "location": FieldSpec("text"),
+    "digest": FieldSpec("text"),
     "installed": FieldSpec("bool", column="installed"),
     "status": FieldSpec("text", column="status"),
     "min_memory": FieldSpec("int", column="min_memory", parse=units.parse_bytes),

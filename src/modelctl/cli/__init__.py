@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelctl import __version__
-from modelctl.cli import _common, configure, machine, models, organize, transfer
+from modelctl.cli import _common, configure, machine, models, organize, sources, transfer
 from modelctl.errors import ModelctlError
 
 __all__ = ["app", "main"]
@@ -66,6 +66,7 @@ models.register(app)
 organize.register(app)
 transfer.register(app)
 machine.register(app)
+sources.register(app)
 configure.register(app)
 
 

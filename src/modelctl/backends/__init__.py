@@ -1,0 +1,156 @@
+"""Backends: where models live and run, behind one interface.
+
+Every backend, built-in or third-party, registers in the entry-point group `modelctl.backends`
+(see pyproject.toml) and implements `Backend`: `status()` and `discover()` always; `install()`
+and `delete()` where they apply. A backend whose optional dependency is missing is listed as
+unavailable with the command that installs it; it never slows down `import modelctl`.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from modelctl.errors import ModelctlError
+
+if TYPE_CHECKING:
+    from modelctl.config import Settings
+    from modelctl.model import Model
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendStatus",
+    "DeletePlan",
+    "NotSupported",
+    "Progress",
+    "ProgressFn",
+    "UnsafePath",
+    "inside",
+]
+
+
+class BackendError(ModelctlError):
+    """A backend refused, failed, or could not be reached; says which and what to check."""
+
+    exit_code = 6
+
+
+class NotSupported(BackendError):
+    """The backend does not do this (deleting an API provider's model, say)."""
+
+    exit_code = 2
+
+
+class UnsafePath(BackendError):
+    """A path that leads outside the backend's own store."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """What `modelctl backends` shows for one backend."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    url: str | None = None
+    models: int | None = None
+    error: str | None = None
+    hint: str | None = None  # what to do: start the daemon, set a key, install a package
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One step of an install: what is happening, and bytes done of bytes total if known."""
+
+    status: str
+    completed: int | None = None
+    total: int | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePlan:
+    """What a delete would remove: built first, shown with --dry-run, then executed."""
+
+    backend: str
+    ref: str
+    paths: tuple[str, ...] = ()
+    bytes_freed: int = 0
+    note: str | None = None
+    execute: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "ref": self.ref,
+            "paths": list(self.paths),
+            "bytes_freed": self.bytes_freed,
+            "note": self.note,
+        }
+
+
+class Backend(ABC):
+    """One place models live. Subclasses set `name` and implement what applies."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules this backend needs
+    install_hint: ClassVar[str | None] = None  # how to get them
+    local: ClassVar[bool] = True  # its models run on this machine
+
+    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        self.settings = settings
+        self.instance = instance or self.name
+
+    @classmethod
+    def instances(cls, settings: Settings) -> list[Backend]:
+        """The configured instances (one, unless a backend serves several endpoints)."""
+        return [cls(settings)]
+
+    @abstractmethod
+    def status(self) -> BackendStatus:
+        """Reachable or not, version, model count; never raises for an unreachable backend."""
+
+    @abstractmethod
+    def discover(self) -> list[Model]:
+        """The models this backend has (or, for a provider, offers), as Model records."""
+
+    def install(self, ref: str, progress: ProgressFn | None = None, **options: Any) -> Model:
+        raise NotSupported(f"{self.instance} cannot install models")
+
+    def plan_delete(self, ref: str) -> DeletePlan:
+        raise NotSupported(f"{self.instance} cannot delete models")
+
+    def delete(self, ref: str) -> DeletePlan:
+        plan = self.plan_delete(ref)
+        if plan.execute is not None:
+            plan.execute()
+        return plan
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.instance}>"
+
+
+def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """`path` resolved (symlinks followed), if it lies strictly within `root`; else UnsafePath."""
+    base = Path(root).resolve()
+    target = Path(os.path.abspath(os.path.join(base, path)))
+    resolved = target.resolve()
+    for candidate in (target, resolved):  # the store itself is not a model either
+        if base not in candidate.parents:
+            raise UnsafePath(
+                f"{str(path)!r} leads outside {base}",
+                hint="modelctl only deletes inside a backend's own store",
+            )
+    return resolved

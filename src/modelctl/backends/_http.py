@@ -1,0 +1,105 @@
+"""The one seam between HTTP backends and the network: JSON in and out, errors in words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from modelctl.backends import BackendError
+
+
+class Http:
+    """A small JSON client for one backend at one base URL (httpx underneath, loaded on use)."""
+
+    def __init__(
+        self,
+        backend: str,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> None:
+        import httpx
+
+        self.backend, self.base_url = backend, base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.base_url, headers=headers or {}, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _fail(self, exc: Exception) -> BackendError:
+        import httpx
+
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return BackendError(
+                f"cannot reach {self.backend} at {self.base_url}",
+                hint=f"is {self.backend} running, and is its URL right? (modelctl config)",
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendError(
+                f"{self.backend} at {self.base_url} did not answer in time",
+                hint="raise http_timeout, or check the server",
+            )
+        return BackendError(f"{self.backend} at {self.base_url}: {exc}")
+
+    def _check(self, response: Any) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            body = response.json()
+            detail = body.get("error") if isinstance(body, dict) else None
+            if isinstance(detail, dict):
+                detail = detail.get("message") or json.dumps(detail)
+        except ValueError:
+            detail = response.text[:200]
+        hint = "check the API key" if response.status_code in (401, 403) else None
+        raise BackendError(
+            f"{self.backend} answered {response.status_code}: {detail or response.reason_phrase}",
+            hint=hint,
+        )
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        self._check(response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                f"{self.backend} sent something that is not JSON from {path}"
+            ) from None
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body)
+
+    def stream_json_lines(
+        self, method: str, path: str, body: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """Newline-delimited JSON objects as they arrive (Ollama's streaming format)."""
+        import httpx
+
+        try:
+            with self._client.stream(method, path, json=body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        try:
+                            yield json.loads(line)
+                        except ValueError:
+                            raise BackendError(
+                                f"{self.backend} sent a broken line: {line[:80]!r}"
+                            ) from None
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None

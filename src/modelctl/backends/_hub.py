@@ -1,0 +1,206 @@
+"""Downloads from the Hugging Face Hub, shared by the llamacpp and huggingface backends.
+
+Single files (GGUF) are fetched here, resumable across runs (`<file>.part` and Range requests)
+and verified by sha256; whole repositories go through huggingface_hub's snapshot into its own
+cache layout. Errors become one line that says what to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from modelctl.backends import BackendError, Progress, ProgressFn
+
+
+def _tqdm_class(progress: ProgressFn | None, label: str) -> Any:
+    """A tqdm stand-in that reports byte counts to `progress` instead of drawing a bar."""
+    from tqdm.auto import tqdm
+
+    class Report(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._done = kwargs.get("initial", 0) or 0
+            self._total = kwargs.get("total")
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            if progress is not None:
+                progress(Progress(f"downloading {label}", self._done, self._total))
+            return None
+
+    return Report
+
+
+def hub_error(exc: Exception, repo: str, endpoint: str) -> BackendError:
+    name = type(exc).__name__
+    if "NotFound" in name or "EntryNotFound" in name:
+        return BackendError(f"{repo} has no such file or revision on {endpoint}")
+    if "GatedRepo" in name or "401" in str(exc) or "403" in str(exc):
+        return BackendError(
+            f"{repo} needs access on {endpoint}", hint="accept its license and set HF_TOKEN"
+        )
+    if (
+        "Connect" in name
+        or "Connection" in str(exc)
+        or "Timeout" in name
+        or "LocalEntryNotFound" in name
+    ):
+        return BackendError(
+            f"cannot download {repo} from {endpoint}: {exc}",
+            hint="check the network and HF_ENDPOINT; run the same command again to resume",
+        )
+    return BackendError(f"downloading {repo} failed: {exc}", hint="run the command again to resume")
+
+
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(
+    repo: str,
+    filename: str,
+    folder: Path,
+    *,
+    endpoint: str,
+    progress: ProgressFn | None = None,
+    revision: str | None = None,
+    attempts: int = 3,
+) -> Path:
+    """One file of a repo into `folder/filename`, resumable across runs.
+
+    Bytes go to `<file>.part`; a dropped connection is retried from where it stopped (a Range
+    request), and a later run continues the same `.part`. Only a file of the expected size and
+    sha256 (the hub's ETag for large files) is renamed to its real name.
+    """
+    import time
+
+    import httpx
+    from huggingface_hub import hf_hub_url
+
+    from modelctl.backends import inside
+
+    folder.mkdir(parents=True, exist_ok=True)
+    final = inside(folder, filename)  # a repo's file name must not lead out of the folder
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
+    token = os.environ.get("HF_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = httpx.Timeout(30.0, read=300.0)
+    with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers) as client:
+        try:
+            head = client.head(url)
+        except httpx.HTTPError as exc:
+            raise hub_error(exc, repo, endpoint) from None
+        _check(head, repo, filename, endpoint)
+        size = (
+            int(head.headers.get("X-Linked-Size") or head.headers.get("Content-Length") or 0)
+            or None
+        )
+        etag = (head.headers.get("X-Linked-Etag") or head.headers.get("ETag") or "").strip('"')
+        for attempt in range(1, attempts + 1):
+            start = part.stat().st_size if part.exists() else 0
+            if size is not None and start > size:
+                part.unlink()
+                start = 0
+            if size is not None and start == size:
+                break
+            try:
+                _fetch(client, url, part, start, size, filename, progress)
+                break
+            except (httpx.HTTPError, BackendError) as exc:
+                if attempt == attempts:
+                    have = part.stat().st_size if part.exists() else 0
+                    raise BackendError(
+                        f"download of {filename} from {repo} stopped at {have:,} of "
+                        f"{size or 0:,} bytes: {exc}",
+                        hint="run the command again to resume",
+                    ) from None
+                time.sleep(0.2 * attempt)
+    if size is not None and part.stat().st_size != size:
+        raise BackendError(f"{filename} is incomplete", hint="run the command again to resume")
+    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):
+        if progress is not None:
+            progress(Progress(f"verifying {filename}"))
+        actual = sha256_of(part)
+        if actual != etag:
+            part.unlink(missing_ok=True)
+            raise BackendError(
+                f"{filename} from {repo} failed verification (sha256 {actual[:12]}… is not "
+                f"{etag[:12]}…); the file was removed",
+                hint="download it again",
+            )
+    os.replace(part, final)
+    return final
+
+
+def _check(response: Any, repo: str, filename: str, endpoint: str) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    if code in (401, 403):
+        raise BackendError(
+            f"{repo} needs access on {endpoint}", hint="accept its license and set HF_TOKEN"
+        )
+    if code == 404:
+        raise BackendError(f"{repo} has no such file or revision on {endpoint}: {filename}")
+    raise BackendError(f"{endpoint} answered {code} for {repo}/{filename}", hint="try again later")
+
+
+def _fetch(
+    client: Any,
+    url: str,
+    part: Path,
+    start: int,
+    size: int | None,
+    label: str,
+    progress: ProgressFn | None,
+) -> None:
+    with client.stream(
+        "GET", url, headers={"Range": f"bytes={start}-"} if start else {}
+    ) as response:
+        if response.status_code >= 400:
+            raise BackendError(f"the hub answered {response.status_code}")
+        if start and response.status_code == 200:  # the server ignored the Range: start over
+            start = 0
+        done = start
+        with part.open("ab" if start else "wb") as handle:
+            for chunk in response.iter_bytes():  # as it arrives: a drop keeps what came
+                handle.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(Progress(f"downloading {label}", done, size))
+
+
+def snapshot(
+    repo: str,
+    cache: Path,
+    *,
+    endpoint: str,
+    progress: ProgressFn | None = None,
+    revision: str | None = None,
+) -> Path:
+    """A whole repo into the Hugging Face cache (the hub library's own layout)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo,
+                revision=revision,
+                cache_dir=cache,
+                endpoint=endpoint,
+                token=os.environ.get("HF_TOKEN") or None,
+                tqdm_class=_tqdm_class(progress, repo),
+            )
+        )
+    except Exception as exc:  # the hub library raises many kinds: one line each
+        raise hub_error(exc, repo, endpoint) from None

@@ -1,0 +1,59 @@
+"""Finding backends: the `modelctl.backends` entry points, built-in ones included."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from modelctl.backends import Backend, BackendError, BackendStatus
+
+if TYPE_CHECKING:
+    from modelctl.config import Settings
+    from modelctl.model import Model
+
+GROUP = "modelctl.backends"
+
+
+class Unavailable(Backend):
+    """A backend that cannot load: its status says why and how to fix it."""
+
+    def __init__(self, settings: Settings, name: str, error: str, hint: str | None) -> None:
+        super().__init__(settings, instance=name)
+        self._error, self._hint = error, hint
+
+    name = "unavailable"
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.instance, False, error=self._error, hint=self._hint)
+
+    def discover(self) -> list[Model]:
+        raise BackendError(
+            f"backend {self.instance} is unavailable: {self._error}", hint=self._hint
+        )
+
+
+def entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points as found
+
+    return {ep.name: ep for ep in found(group=GROUP)}
+
+
+def load_backends(settings: Settings, names: list[str] | None = None) -> dict[str, Backend]:
+    """Every registered backend's instances, by instance name; failures become Unavailable."""
+    points = entry_points()
+    out: dict[str, Backend] = {}
+    for name in sorted(points):
+        if names is not None and name not in names:
+            continue
+        try:
+            cls: type[Backend] = points[name].load()
+        except Exception as exc:
+            out[name] = Unavailable(settings, name, f"cannot load: {exc}", None)
+            continue
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            out[name] = Unavailable(settings, name, f"needs {', '.join(missing)}", cls.install_hint)
+            continue
+        for backend in cls.instances(settings):
+            out[backend.instance] = backend
+    return out

@@ -1,0 +1,200 @@
+"""GGUF files in the model folders (`model_dirs`), read in place; llama.cpp runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelctl import naming
+from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, ProgressFn, inside
+from modelctl.gguf_meta import _SHARD, InvalidGGUF, read_gguf, shard_paths
+
+if TYPE_CHECKING:
+    from modelctl.gguf_meta import GGUFInfo
+    from modelctl.model import Model
+
+_EMBEDDING_ARCHES = {
+    "bert",
+    "nomic-bert",
+    "jina-bert-v2",
+    "xlm-roberta",
+    "modern-bert",
+    "t5encoder",
+}
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    requires = ("gguf",)
+    install_hint = "pip install gguf"
+
+    @property
+    def folders(self) -> list[Path]:
+        return [Path(d) for d in self.settings.model_dirs]
+
+    def gguf_files(self) -> list[Path]:
+        """The first part of every GGUF model in the folders (projectors, later parts skipped)."""
+        found: list[Path] = []
+        for folder in self.folders:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.rglob("*.gguf")):
+                lowered = path.name.lower()
+                if "mmproj" in lowered or lowered.startswith("."):
+                    continue
+                shard = _SHARD.match(path.name)
+                if shard and int(shard.group("index")) != 1:
+                    continue
+                found.append(path)
+        return found
+
+    def status(self) -> BackendStatus:
+        existing = [str(f) for f in self.folders if f.is_dir()]
+        if not existing:
+            return BackendStatus(
+                self.name, True, url=", ".join(map(str, self.folders)), models=0,
+                hint="no model folder yet: `modelctl pull` creates it, or set model_dirs",
+            )  # fmt: skip
+        return BackendStatus(
+            self.name, True, url=", ".join(existing), models=len(self.gguf_files())
+        )
+
+    def _record(self, path: Path, info: GGUFInfo, model_id: str) -> Model:
+        from modelctl.model import Model
+
+        embedding = info.architecture in _EMBEDDING_ARCHES
+        template = info.chat_template or ""
+        capabilities = ["embeddings"] if embedding else ["completion", "streaming"]
+        if template:
+            capabilities.append("chat")
+        if "tool" in template:
+            capabilities.append("tools")
+        stem = _SHARD.sub(r"\g<stem>", path.name).removesuffix(".gguf")
+        return Model.from_dict(
+            {
+                "id": model_id,
+                "name": info.name,
+                "backend": self.name,
+                "refs": {self.name: str(path)},
+                "tasks": ["embedding"] if embedding else (["chat"] if template else ["completion"]),
+                "capabilities": capabilities,
+                "parameters": info.parameters or None,
+                "quantization": info.quantization or naming.parse_quantization(stem),
+                "context_length": info.context_length,
+                "file_size": info.file_size,
+                "location": str(path),
+                "installed": True,
+            },
+            context=f"GGUF file {path}",
+        )
+
+    def discover(self) -> list[Model]:
+        """Every readable GGUF model; an unreadable file is skipped, never fatal."""
+        self.skipped: list[str] = []
+        models: list[Model] = []
+        seen: dict[str, int] = {}
+        for path in self.gguf_files():
+            try:
+                info = read_gguf(path)
+            except InvalidGGUF as exc:
+                self.skipped.append(f"{path}: {exc.message}")
+                continue
+            if info.architecture == "clip":  # a vision projector, not a model
+                continue
+            stem = _SHARD.sub(r"\g<stem>", path.name)
+            base = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
+            seen[base] = seen.get(base, 0) + 1
+            model_id = base if seen[base] == 1 else f"{path.parent.name}/{base}"
+            models.append(self._record(path, info, model_id))
+        return models
+
+    def install(self, ref: str, progress: ProgressFn | None = None, **options: Any) -> Model:
+        """Download `ORG/REPO/FILE.gguf` (or `ORG/REPO` with quantization=Q4_K_M) from the hub."""
+        from modelctl.backends._hub import download_file
+
+        repo, filename = self._pick_file(ref, options.get("quantization"))
+        folder = self.folders[0] / repo.replace("/", "__")
+        folder.mkdir(parents=True, exist_ok=True)
+        first = None
+        for part in self._parts(repo, filename):
+            path = download_file(
+                repo, part, folder, endpoint=self.settings.hf_endpoint, progress=progress
+            )
+            first = first or path
+        assert first is not None
+        return self._record(first, read_gguf(first), first.name.removesuffix(".gguf"))
+
+    def _pick_file(self, ref: str, quantization: str | None) -> tuple[str, str]:
+        ref = naming.parse_ref(ref).name if ref.startswith(("hf:", "gguf:", "llamacpp:")) else ref
+        parts = ref.strip("/").split("/")
+        if len(parts) >= 3 and parts[-1].lower().endswith(".gguf"):
+            return "/".join(parts[:2]), "/".join(parts[2:])
+        if len(parts) != 2:
+            raise BackendError(
+                f"{ref!r} names no GGUF file",
+                hint="write ORG/REPO/FILE.gguf, or ORG/REPO --quant Q4_K_M",
+            )
+        repo = ref
+        files = self._repo_files(repo)
+        ggufs = [f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.lower()]
+        if quantization:
+            want = naming.normalize_quantization(quantization)
+            ggufs = [f for f in ggufs if naming.parse_quantization(Path(f).name) == want]
+        ggufs = [f for f in ggufs if not _SHARD.match(Path(f).name) or "-00001-of-" in f]
+        if len(ggufs) != 1:
+            listing = ", ".join(sorted(ggufs)[:6]) or "none"
+            raise BackendError(
+                f"{repo} has {len(ggufs)} matching GGUF files ({listing})",
+                hint="name one: ORG/REPO/FILE.gguf, or pick with --quant",
+            )
+        return repo, ggufs[0]
+
+    def _repo_files(self, repo: str) -> list[str]:
+        from huggingface_hub import HfApi
+
+        from modelctl.backends._hub import hub_error
+
+        api = HfApi(endpoint=self.settings.hf_endpoint, token=os.environ.get("HF_TOKEN") or None)
+        try:
+            return api.list_repo_files(repo)
+        except Exception as exc:  # the hub library raises many kinds: one line each
+            raise hub_error(exc, repo, self.settings.hf_endpoint) from None
+
+    def _parts(self, repo: str, filename: str) -> list[str]:
+        if not _SHARD.match(Path(filename).name):
+            return [filename]
+        return [
+            str(Path(filename).parent / p.name).removeprefix("./") for p in shard_paths(filename)
+        ]
+
+    def plan_delete(self, ref: str) -> DeletePlan:
+        """Remove a GGUF model (all its parts) that lies inside a model folder; nothing else."""
+        path = Path(os.path.expanduser(ref))
+        matches = [p for p in self.gguf_files() if p == path or p.name.removesuffix(".gguf") == ref]
+        if not path.is_absolute() and not matches:
+            raise BackendError(f"no GGUF model {ref!r} in {', '.join(map(str, self.folders))}")
+        target = matches[0] if matches else path
+        for folder in self.folders:
+            try:
+                safe = inside(folder, target)
+            except BackendError:
+                continue
+            parts = [inside(folder, p) for p in shard_paths(safe) if p.exists()]
+            if not parts:
+                raise BackendError(f"{safe} does not exist")
+            size = sum(p.stat().st_size for p in parts)
+            return DeletePlan(
+                self.name, str(safe), tuple(map(str, parts)), size, execute=partial(_unlink, parts)
+            )
+        raise BackendError(
+            f"{ref!r} is not inside a model folder ({', '.join(map(str, self.folders))})",
+            hint="modelctl deletes only files in its model folders; remove others yourself",
+        )
+
+
+def _unlink(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink()

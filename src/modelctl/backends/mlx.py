@@ -1,0 +1,47 @@
+"""MLX (Apple silicon only): models converted for MLX, in the Hugging Face cache."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import TYPE_CHECKING
+
+from modelctl.backends import Backend, BackendError, BackendStatus
+
+if TYPE_CHECKING:
+    from modelctl.model import Model
+
+
+def apple_silicon() -> bool:
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+
+    def status(self) -> BackendStatus:
+        if not apple_silicon():
+            return BackendStatus(
+                self.name,
+                False,
+                error=f"MLX runs on Apple silicon only ({sys.platform} {platform.machine()} here)",
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("mlx_lm") is None:
+            return BackendStatus(
+                self.name, False, error="mlx-lm is not installed", hint="pip install mlx-lm"
+            )
+        return BackendStatus(self.name, True, models=len(self.discover()))
+
+    def discover(self) -> list[Model]:
+        if not apple_silicon():
+            raise BackendError("MLX runs on Apple silicon only")
+        from modelctl.backends.huggingface import HuggingFaceBackend
+
+        cached = HuggingFaceBackend(self.settings).discover()
+        return [
+            m.updated(backend=self.name, refs={self.name: m.id})
+            for m in cached
+            if "mlx" in m.id.lower()
+        ]

@@ -1,0 +1,353 @@
+"""Loopback HTTP servers that speak the documented protocols of services absent here.
+
+Protocol tests: the Ollama daemon, the Hugging Face Hub, OpenAI-compatible servers, Anthropic's
+API and LM Studio cannot be reached from these machines, so each is imitated at the protocol
+level (paths, JSON shapes, streaming format, status codes, error bodies, headers) on a real
+socket, and modelctl's real HTTP clients talk to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    app: Any = None
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # a client hung up
+            super().handle()
+
+    def body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else None
+
+    def send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def handle_any(self) -> None:
+        self.app.requests.append((self.command, self.path, dict(self.headers)))
+        self.app.handle(self)
+
+    do_GET = do_POST = do_DELETE = do_HEAD = handle_any
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run `app` (an object with .handle(handler) and .requests) on a loopback port."""
+    handler = type("AppHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------- Ollama
+
+
+@dataclass
+class OllamaModel:
+    name: str
+    blob: bytes = b"GGUF" + b"\0" * 1020  # the model layer's content
+    family: str = "llama"
+    parameter_size: str = "3.2B"
+    quantization: str = "Q4_K_M"
+    context_length: int = 131072
+    capabilities: tuple[str, ...] = ("completion", "tools")
+
+    @property
+    def blob_digest(self) -> str:
+        return hashlib.sha256(self.blob).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.blob) + 1580  # template, params and license layers
+
+    def tag(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": "2025-01-01T00:00:00.000000000Z",
+            "size": self.size,
+            "digest": hashlib.sha256(self.name.encode()).hexdigest(),  # the manifest's digest
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": self.family,
+                "families": [self.family],
+                "parameter_size": self.parameter_size,
+                "quantization_level": self.quantization,
+            },
+        }
+
+
+@dataclass
+class FakeOllama:
+    """GET /api/version, /api/tags, /api/ps; POST /api/show, /api/pull (NDJSON); DELETE /api/delete."""
+
+    models: dict[str, OllamaModel] = field(default_factory=dict)
+    library: dict[str, OllamaModel] = field(default_factory=dict)  # what a pull can fetch
+    requests: list[Any] = field(default_factory=list)
+
+    def handle(self, h: Handler) -> None:
+        path = h.path.split("?")[0]
+        if h.command == "GET" and path == "/api/version":
+            return h.send_json(200, {"version": "0.12.6"})
+        if h.command == "GET" and path == "/api/tags":
+            return h.send_json(200, {"models": [m.tag() for m in self.models.values()]})
+        if h.command == "GET" and path == "/api/ps":
+            return h.send_json(200, {"models": []})
+        if h.command == "POST" and path == "/api/show":
+            name = (h.body() or {}).get("model", "")
+            model = self.models.get(name) or self.models.get(f"{name}:latest")
+            if model is None:
+                return h.send_json(404, {"error": f"model '{name}' not found"})
+            return h.send_json(
+                200,
+                {
+                    "modelfile": f"# Modelfile\nFROM /root/.ollama/models/blobs/sha256-{model.blob_digest}\n",
+                    "parameters": 'stop "<|eot_id|>"',
+                    "template": "{{ .Prompt }}",
+                    "details": model.tag()["details"],
+                    "model_info": {
+                        "general.architecture": model.family,
+                        f"{model.family}.context_length": model.context_length,
+                        "general.parameter_count": 3_212_749_824,
+                    },
+                    "capabilities": list(model.capabilities),
+                },
+            )
+        if h.command == "POST" and path == "/api/pull":
+            return self.pull(h, (h.body() or {}).get("model", ""))
+        if h.command == "DELETE" and path == "/api/delete":
+            name = (h.body() or {}).get("model", "")
+            if self.models.pop(name, None) is None:
+                return h.send_json(404, {"error": f"model '{name}' not found"})
+            h.send_response(200)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return None
+        return h.send_json(404, {"error": "not found"})
+
+    def pull(self, h: Handler, name: str) -> None:
+        model = self.library.get(name)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/x-ndjson")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+
+        def line(obj: dict[str, Any]) -> None:
+            data = (json.dumps(obj) + "\n").encode()
+            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            h.wfile.flush()
+
+        line({"status": "pulling manifest"})
+        if model is None:
+            line({"error": "pull model manifest: file does not exist"})
+        else:
+            total = len(model.blob)
+            for done in (0, total // 2, total):
+                line({"status": f"pulling {model.blob_digest[:12]}", "digest": f"sha256:{model.blob_digest}",
+                      "total": total, "completed": done})  # fmt: skip
+            for status in ("verifying sha256 digest", "writing manifest", "success"):
+                line({"status": status})
+            self.models[name] = model
+        h.wfile.write(b"0\r\n\r\n")
+
+
+# ---------------------------------------------------------------- OpenAI-compatible, Anthropic, LM Studio
+
+
+@dataclass
+class FakeOpenAI:
+    """GET /v1/models with a Bearer key; OpenRouter's richer entries when `rich` is set."""
+
+    key: str | None = "sk-test"
+    models: list[str] = field(default_factory=lambda: ["gpt-4o", "text-embedding-3-small"])
+    rich: bool = False
+    requests: list[Any] = field(default_factory=list)
+
+    def handle(self, h: Handler) -> None:
+        if self.key and h.headers.get("Authorization") != f"Bearer {self.key}":
+            return h.send_json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+        if h.path.rstrip("/").endswith("/models"):
+            data = []
+            for m in self.models:
+                entry: dict[str, Any] = {
+                    "id": m,
+                    "object": "model",
+                    "created": 1715367049,
+                    "owned_by": "system",
+                }
+                if self.rich:
+                    entry |= {"name": m.split("/")[-1].title(), "context_length": 200000,
+                              "pricing": {"prompt": "0.000003", "completion": "0.000015"},
+                              "top_provider": {"max_completion_tokens": 8192},
+                              "architecture": {"input_modalities": ["text", "image"]}}  # fmt: skip
+                data.append(entry)
+            return h.send_json(200, {"object": "list", "data": data})
+        return h.send_json(404, {"error": {"message": "not found"}})
+
+
+@dataclass
+class FakeAnthropic:
+    """GET /v1/models, paged (has_more, last_id), with x-api-key and anthropic-version."""
+
+    key: str = "sk-ant-test"
+    models: list[str] = field(
+        default_factory=lambda: ["claude-sonnet-4-0", "claude-3-5-haiku-latest", "claude-opus-4-0"]
+    )
+    requests: list[Any] = field(default_factory=list)
+
+    def handle(self, h: Handler) -> None:
+        if h.headers.get("x-api-key") != self.key:
+            return h.send_json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})  # fmt: skip
+        if not h.headers.get("anthropic-version"):
+            return h.send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}})  # fmt: skip
+        from urllib.parse import parse_qs, urlparse
+
+        query = parse_qs(urlparse(h.path).query)
+        after = query.get("after_id", [None])[0]
+        start = self.models.index(after) + 1 if after else 0
+        page = self.models[start : start + 2]  # two per page, to exercise paging
+        data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2025-02-19T00:00:00Z"} for m in page]  # fmt: skip
+        return h.send_json(200, {"data": data, "has_more": start + 2 < len(self.models),
+                                 "first_id": page[0] if page else None, "last_id": page[-1] if page else None})  # fmt: skip
+
+
+@dataclass
+class FakeLMStudio:
+    """GET /api/v0/models: LM Studio's REST API."""
+
+    requests: list[Any] = field(default_factory=list)
+
+    def handle(self, h: Handler) -> None:
+        if h.path.startswith("/api/v0/models"):
+            return h.send_json(200, {"object": "list", "data": [
+                {"id": "qwen2.5-7b-instruct", "object": "model", "type": "llm", "publisher": "lmstudio-community",
+                 "arch": "qwen2", "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
+                 "max_context_length": 32768},
+                {"id": "text-embedding-nomic-embed-text-v1.5", "object": "model", "type": "embeddings",
+                 "publisher": "nomic-ai", "arch": "nomic-bert", "compatibility_type": "gguf",
+                 "quantization": "Q4_K_M", "state": "not-loaded", "max_context_length": 2048},
+            ]})  # fmt: skip
+        return h.send_json(404, {"error": "Unexpected endpoint or method."})
+
+
+# ---------------------------------------------------------------- Hugging Face Hub
+
+
+@dataclass
+class FakeHub:
+    """The Hub's download protocol: /api/models/{repo}/revision|tree/{rev}, and
+    /{repo}/resolve/{rev}/{file} (HEAD and GET) with X-Repo-Commit, the file's sha256 as the
+    ETag of large files (X-Linked-Etag), and Range requests for resuming.
+
+    `cut_after` bytes: the next GET of a file stops after that many bytes (an interrupted
+    download); with `down_after_cut`, the hub then answers 503 until `down` is cleared.
+    `corrupt`: files served with content that does not match their ETag.
+    """
+
+    repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    commit: str = "a" * 40
+    cut_after: int | None = None
+    down_after_cut: bool = False
+    down: bool = False
+    corrupt: set[str] = field(default_factory=set)
+    gated: set[str] = field(default_factory=set)
+    requests: list[Any] = field(default_factory=list)
+
+    def handle(self, h: Handler) -> None:
+        from urllib.parse import unquote, urlparse
+
+        path = unquote(urlparse(h.path).path)
+        if path.startswith("/api/models/"):
+            rest = path.removeprefix("/api/models/")
+            for repo, files in self.repos.items():
+                if rest.startswith(repo + "/"):
+                    kind = rest.removeprefix(repo + "/").split("/")[0]
+                    if kind == "revision":
+                        return h.send_json(200, {"id": repo, "modelId": repo, "sha": self.commit, "private": False,
+                                                 "siblings": [{"rfilename": f} for f in sorted(files)]})  # fmt: skip
+                    if kind == "tree":
+                        return h.send_json(200, [
+                            {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest(),
+                             **({"lfs": {"oid": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}}
+                                if f.endswith((".gguf", ".safetensors")) else {})}
+                            for f, b in sorted(files.items())
+                        ])  # fmt: skip
+            return h.send_json(
+                404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+            )
+        for repo, files in self.repos.items():
+            prefix = f"/{repo}/resolve/"
+            if path.startswith(prefix):
+                if repo in self.gated and h.headers.get("Authorization") != "Bearer hf_good":
+                    return h.send_json(401, {"error": "Access to model is restricted."}, {"X-Error-Code": "GatedRepo"})  # fmt: skip
+                filename = path.removeprefix(prefix).split("/", 1)[1]
+                if filename not in files:
+                    return h.send_json(
+                        404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"}
+                    )
+                return self.send_file(h, filename, files[filename])
+        return h.send_json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+
+    def send_file(self, h: Handler, filename: str, content: bytes) -> None:
+        if self.down and h.command == "GET":
+            return h.send_json(503, {"error": "Service Unavailable"})
+        sha = hashlib.sha256(content).hexdigest()
+        large = filename.endswith((".gguf", ".safetensors"))
+        served = content if filename not in self.corrupt else bytes(reversed(content))
+        start = 0
+        if h.headers.get("Range", "").startswith("bytes="):
+            start = int(h.headers["Range"].removeprefix("bytes=").split("-")[0] or 0)
+        body = served[start:]
+        h.send_response(206 if start else 200)
+        h.send_header("Content-Type", "application/octet-stream")
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Accept-Ranges", "bytes")
+        h.send_header("X-Repo-Commit", self.commit)
+        h.send_header("ETag", f'"{sha if large else hashlib.sha1(content).hexdigest()}"')
+        if large:
+            h.send_header("X-Linked-Etag", f'"{sha}"')
+            h.send_header("X-Linked-Size", str(len(content)))
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(served) - 1}/{len(served)}")
+        h.end_headers()
+        if h.command == "HEAD":
+            return
+        if self.cut_after is not None and len(body) > self.cut_after:
+            h.wfile.write(body[: self.cut_after])
+            h.wfile.flush()
+            self.cut_after = None
+            self.down = self.down_after_cut
+            h.close_connection = True
+            import socket
+
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        h.wfile.write(body)
