@@ -51,7 +51,7 @@ def test_fit_a_gguf_file_and_a_registered_model(tmp_path: Path) -> None:
         (["fit", "lama3.2:3b"], 3, "did you mean"),
         (["fit", "llama3.2:3b", "--memory", "lots"], 1, "--memory: 'lots' is not a byte size"),
         (["fit", "llama3.2:3b", "--memory", "0"], 1, "--memory must be more than 0"),
-        (["fit", "llama3.2:3b", "--context", "0"], 1, "--context must be at least 1"),
+        (["fit", "llama3.2:3b", "--context", "0"], 1, "--context must be more than 0"),
         (["fit", "llama3.2:3b", "--kv-type", "f8"], 2, "unknown KV cache type"),
         (["fit", "openai/gpt-4o"], 2, "needs no memory here"),
         (["fit", "/no/such/model.gguf"], 2, "GGUF file not found"),

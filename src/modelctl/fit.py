@@ -332,29 +332,16 @@ def _placement(
             )
     elif vram:
         layers = facts.arch.layers if facts.arch else 0
-        full = estimate_memory(
-            facts, context=context, parallel=parallel, kv_type=kv_type, gpu_layers=layers + 1
-        )
-        if full.vram <= vram and full.ram <= ram:
-            return (
-                "full GPU",
-                True,
-                f"all {layers} layers fit in {format_memory(vram)} free VRAM",
-                full,
-                available,
-            )
-        for n in range(layers, 0, -1):
-            part = estimate_memory(
+        for n in range(layers + 1, 0, -1):  # layers + 1: the output layer too, all on the GPU
+            split = estimate_memory(
                 facts, context=context, parallel=parallel, kv_type=kv_type, gpu_layers=n
             )
-            if part.vram <= vram and part.ram <= ram:
-                return (
-                    "partial GPU",
-                    True,
-                    f"{n} of {layers} layers on the GPU, the rest in RAM",
-                    part,
-                    available,
-                )
+            if split.vram <= vram and split.ram <= ram:
+                if n > layers:
+                    why = f"all {layers} layers fit in {format_memory(vram)} free VRAM"
+                    return "full GPU", True, why, split, available
+                why = f"{n} of {layers} layers on the GPU, the rest in RAM"
+                return "partial GPU", True, why, split, available
     if need <= ram:
         where = "no GPU" if not system.gpus else "too big for the GPU"
         return (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
-from modelctl.backends import BackendError
+from modelctl.backends import Backend, BackendError
 
 
 class Http:
@@ -103,3 +103,28 @@ class Http:
                             ) from None
         except httpx.HTTPError as exc:
             raise self._fail(exc) from None
+
+
+class HttpBackend(Backend):
+    """A backend behind an HTTP API: its URL from a setting, one client made on first use."""
+
+    requires = ("httpx",)
+    install_hint = "pip install httpx"
+    url_setting: ClassVar[str]
+
+    def __init__(self, settings: Any, *, instance: str | None = None, base_url: str | None = None):
+        super().__init__(settings, instance=instance)
+        self.url: str = base_url or getattr(settings, self.url_setting)
+        self._http: Http | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Headers every request carries (keys, API versions)."""
+        return {}
+
+    @property
+    def http(self) -> Http:
+        if self._http is None:
+            self._http = Http(
+                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout
+            )
+        return self._http

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelctl.backends import Backend, BackendError, BackendStatus
+from modelctl.backends import BackendError, BackendStatus
+from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
     from modelctl.model import Model
@@ -12,29 +13,16 @@ if TYPE_CHECKING:
 API_VERSION = "2023-06-01"
 
 
-class AnthropicBackend(Backend):
+class AnthropicBackend(HttpBackend):
     name = "anthropic"
-    requires = ("httpx",)
-    install_hint = "pip install httpx"
+    url_setting = "anthropic_base_url"
     local = False
 
-    def __init__(self, settings: Any, *, instance: str | None = None) -> None:
-        super().__init__(settings, instance=instance)
-        self.url = settings.anthropic_base_url
-        self._http: Any = None
-
-    @property
-    def http(self) -> Any:
-        if self._http is None:
-            from modelctl.backends._http import Http
-
-            headers = {"anthropic-version": API_VERSION}
-            if self.settings.anthropic_api_key:
-                headers["x-api-key"] = self.settings.anthropic_api_key
-            self._http = Http(
-                self.name, self.url, headers=headers, timeout=self.settings.http_timeout
-            )
-        return self._http
+    def headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if self.settings.anthropic_api_key:
+            headers["x-api-key"] = self.settings.anthropic_api_key
+        return headers
 
     def _list(self) -> list[dict[str, Any]]:
         if not self.settings.anthropic_api_key:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
-from modelctl.backends import Backend, BackendError, BackendStatus
+from modelctl.backends import BackendError, BackendStatus
+from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
     from modelctl.model import Model
@@ -15,23 +16,9 @@ _TYPES = {"llm": (["chat"], ["chat", "completion", "streaming"]),
           "embeddings": (["embedding"], ["embeddings"])}  # fmt: skip
 
 
-class LMStudioBackend(Backend):
+class LMStudioBackend(HttpBackend):
     name = "lmstudio"
-    requires = ("httpx",)
-    install_hint = "pip install httpx"
-
-    def __init__(self, settings: Any, *, instance: str | None = None) -> None:
-        super().__init__(settings, instance=instance)
-        self.url = settings.lmstudio_url
-        self._http: Any = None
-
-    @property
-    def http(self) -> Any:
-        if self._http is None:
-            from modelctl.backends._http import Http
-
-            self._http = Http(self.name, self.url, timeout=self.settings.http_timeout)
-        return self._http
+    url_setting = "lmstudio_url"
 
     def _models(self) -> list[dict[str, Any]]:
         return self.http.get("/api/v0/models").get("data") or []

@@ -6,7 +6,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from modelctl import units
-from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, Progress, ProgressFn
+from modelctl.backends import BackendError, BackendStatus, DeletePlan, Progress, ProgressFn
+from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
     from modelctl.model import Model
@@ -22,23 +23,9 @@ _CAPABILITIES = {
 }
 
 
-class OllamaBackend(Backend):
+class OllamaBackend(HttpBackend):
     name = "ollama"
-    requires = ("httpx",)
-    install_hint = "pip install httpx"
-
-    def __init__(self, settings: Any, *, instance: str | None = None) -> None:
-        super().__init__(settings, instance=instance)
-        self.url = settings.ollama_host
-        self._http: Any = None
-
-    @property
-    def http(self) -> Any:
-        if self._http is None:
-            from modelctl.backends._http import Http
-
-            self._http = Http(self.name, self.url, timeout=self.settings.http_timeout)
-        return self._http
+    url_setting = "ollama_host"
 
     def status(self) -> BackendStatus:
         try:

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
 from modelctl.backends import Backend, BackendError, BackendStatus
+from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
     from modelctl.model import Model
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(HttpBackend):
     name = "openai"
-    requires = ("httpx",)
-    install_hint = "pip install httpx"
+    url_setting = "openai_base_url"
     local = False
 
     def __init__(
@@ -32,12 +32,10 @@ class OpenAIBackend(Backend):
         key_name: str | None = None,
         key_required: bool = True,
     ) -> None:
-        super().__init__(settings, instance=instance)
-        self.url = base_url or settings.openai_base_url
+        super().__init__(settings, instance=instance, base_url=base_url)
         self.api_key = api_key
         self.key_name = key_name
         self.key_required = key_required
-        self._http: Any = None
 
     @classmethod
     def instances(cls, settings: Any) -> list[Backend]:
@@ -62,16 +60,8 @@ class OpenAIBackend(Backend):
             )
         return found
 
-    @property
-    def http(self) -> Any:
-        if self._http is None:
-            from modelctl.backends._http import Http
-
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._http = Http(
-                self.instance, self.url, headers=headers, timeout=self.settings.http_timeout
-            )
-        return self._http
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _need_key(self) -> None:
         if self.key_required and not self.api_key:

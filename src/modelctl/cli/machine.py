@@ -24,28 +24,25 @@ if TYPE_CHECKING:
     from modelctl.fit import Compatibility
 
 
-def _memory(value: str | None) -> int | None:
+def _positive(value: str | None, parse: Any, option: str, example: str) -> int | None:
+    """A size or count option: parsed, and more than zero, or one clear line."""
     if value is None:
         return None
     try:
-        memory = parse_bytes(value)
+        number = parse(value)
     except ValueError as exc:
-        raise ModelctlError(f"--memory: {exc}") from None
-    if memory <= 0:
-        raise ModelctlError("--memory must be more than 0", hint="e.g. --memory 8G")
-    return memory
+        raise ModelctlError(f"{option}: {exc}") from None
+    if number <= 0:
+        raise ModelctlError(f"{option} must be more than 0", hint=f"e.g. {option} {example}")
+    return number
+
+
+def _memory(value: str | None) -> int | None:
+    return _positive(value, parse_bytes, "--memory", "8G")
 
 
 def _context(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        context = parse_count(value)
-    except ValueError as exc:
-        raise ModelctlError(f"--context: {exc}") from None
-    if context <= 0:
-        raise ModelctlError("--context must be at least 1 token", hint="e.g. --context 8k")
-    return context
+    return _positive(value, parse_count, "--context", "8k")
 
 
 MemoryOpt = Annotated[
