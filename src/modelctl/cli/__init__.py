@@ -1,7 +1,5 @@
 """The `modelctl` command: a thin root that composes one module per command group."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any

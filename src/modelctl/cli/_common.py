@@ -1,7 +1,5 @@
 """What every command shares: options declared once, the session state, output, errors."""
 
-from __future__ import annotations
-
 import json
 import os
 import sys
@@ -41,11 +39,11 @@ class State:
     """Per-invocation state: the --home given, and what was opened from it."""
 
     home: Path | None = None
-    _settings: Settings | None = field(default=None, repr=False)
-    _registry: Registry | None = field(default=None, repr=False)
+    _settings: "Settings | None" = field(default=None, repr=False)
+    _registry: "Registry | None" = field(default=None, repr=False)
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
         if self._settings is None:
             from modelctl.config import Settings
 
@@ -53,7 +51,7 @@ class State:
         return self._settings
 
     @property
-    def registry(self) -> Registry:
+    def registry(self) -> "Registry":
         if self._registry is None:
             from modelctl.registry import Registry
 
@@ -72,10 +70,10 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
-_console: dict[bool, Console] = {}
+_console: "dict[bool, Console]" = {}
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False) -> "Console":
     """Rich loads only when something is drawn for a person."""
     if stderr not in _console:
         from rich.console import Console

@@ -1,7 +1,5 @@
 """Tables and detail views for people; they read plain records, not Model objects."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from modelctl.units import format_bytes, format_memory, format_parameters

@@ -1,7 +1,5 @@
 """`modelctl config`: the effective settings, where each came from, and changing them."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """Commands about this machine and what fits it: system, fit, recommend, search."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,7 +19,6 @@ from modelctl.units import (
 
 if TYPE_CHECKING:
     from modelctl.catalog import CatalogEntry
-    from modelctl.fit import Compatibility
 
 
 def _positive(value: str | None, parse: Any, option: str, example: str) -> int | None:
@@ -196,7 +193,7 @@ def search(
 
 
 def fit_column(
-    entries: list[CatalogEntry], *, memory: int | None, context: int | None, manager: Any
+    entries: "list[CatalogEntry]", *, memory: int | None, context: int | None, manager: Any
 ) -> dict[str, dict[str, Any]]:
     """How each entry would fit: level and total bytes; remote models need no memory here."""
     from modelctl.fit import check_compatibility
@@ -207,9 +204,7 @@ def fit_column(
         if not entry.is_local:
             out[entry.id] = {"level": "remote", "total": 0}
             continue
-        comp: Compatibility = check_compatibility(
-            entry, memory=memory, system=system, context=context
-        )
+        comp = check_compatibility(entry, memory=memory, system=system, context=context)
         out[entry.id] = {"level": comp.level, "total": comp.estimate.total}
     return out
 
@@ -223,7 +218,7 @@ def fit_cell(level: str) -> str:
     return f"[{style}]{level}[/{style}]" if style else level
 
 
-def catalog_table(entries: list[CatalogEntry], fits: dict[str, dict[str, Any]]) -> Any:
+def catalog_table(entries: "list[CatalogEntry]", fits: dict[str, dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="catalog", box=None, header_style="bold", pad_edge=False)

@@ -1,7 +1,5 @@
 """Commands over model records: list, show, add, forget."""
 
-from __future__ import annotations
-
 import json
 import os
 import sys

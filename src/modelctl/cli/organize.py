@@ -1,7 +1,5 @@
 """Commands that organize models: tag, untag, alias, set, group."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """Commands that talk to backends: backends, sync, pull, rm."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,7 +19,7 @@ def register(app: typer.Typer) -> None:
     app.command("rm")(rm)
 
 
-def _manager(ctx: typer.Context) -> ModelManager:
+def _manager(ctx: typer.Context) -> "ModelManager":
     from modelctl.manager import ModelManager
 
     state = _common.state(ctx)

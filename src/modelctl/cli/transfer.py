@@ -1,7 +1,5 @@
 """Commands that move the registry in and out: export, import."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
