@@ -10,10 +10,11 @@ DEMO_HOME ?= .modelctl-demo
 
 setup: $(STAMP)
 
+# llama-cpp-python builds llama.cpp from source: several minutes the first time, then pip's cache.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,llamacpp]'
 	touch $(STAMP)
 
 # The main job today: build a registry from the example file, then show it, filter it and export it.
@@ -33,9 +34,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
-# llama-cpp-python builds llama.cpp from source: several minutes the first time, then pip's cache.
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[llamacpp]'
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/memory_estimate.py
 

@@ -77,6 +77,42 @@ def _seconds(value: Any) -> float:
     return seconds
 
 
+def _budget(value: Any) -> int:
+    from modelctl.units import parse_bytes
+
+    try:
+        budget = parse_bytes(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    if budget <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return budget
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
+
+
+def _duration(value: Any) -> float:
+    """Seconds, or `5m`, `1h`, `30s`; -1 means forever."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:])
+    try:
+        return float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        raise ValueError(
+            "must be seconds, or a duration such as 30s, 5m, 1h (-1: forever)"
+        ) from None
+
+
 def _endpoints(value: Any) -> dict[str, dict[str, str | None]]:
     """Named OpenAI-compatible servers: {name: {base_url, api_key_env}}; keys stay in the env."""
     if not isinstance(value, dict):
@@ -216,6 +252,20 @@ SETTINGS: dict[str, Setting] = {
             "named OpenAI-compatible servers ([endpoints.NAME] base_url, api_key_env)",
         ),
         Setting("http_timeout", _seconds, lambda v: 10.0, "seconds to wait for a backend"),
+        Setting(
+            "memory_budget",
+            _budget,
+            lambda v: None,
+            "bytes loaded models may use (default: free RAM at start, less 1 GiB)",
+        ),
+        Setting("max_loaded", _positive_int, lambda v: None, "most models loaded at once"),
+        Setting(
+            "keep_alive",
+            _duration,
+            lambda v: 300.0,
+            "seconds an idle model stays loaded (-1 forever, 0 at once)",
+            env=("OLLAMA_KEEP_ALIVE",),
+        ),
         Setting(
             "hf_endpoint",
             _url,

@@ -16,9 +16,11 @@ from modelctl.registry import ImportReport, Registry
 if TYPE_CHECKING:
     from modelctl.backends import Backend, BackendStatus, DeletePlan
     from modelctl.catalog import Catalog
+    from modelctl.events import EventBus
     from modelctl.fit import Compatibility, Recommendation
     from modelctl.hardware import SystemInfo
     from modelctl.model import Model
+    from modelctl.scheduler import Scheduler
     from modelctl.sync import SyncReport
 
 __all__ = ["ModelManager"]
@@ -38,6 +40,7 @@ class ModelManager:
         self._registry = registry
         self._catalog: Catalog | None = None
         self._backends: dict[str, Backend] | None = None
+        self._scheduler: Scheduler | None = None
 
     @property
     def registry(self) -> Registry:
@@ -59,6 +62,8 @@ class ModelManager:
         return self._catalog
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
         if self._registry is not None:
             self._registry.close()
 
@@ -185,3 +190,70 @@ class ModelManager:
         from modelctl.install import plan_remove, remove
 
         return plan_remove(self, ref)[1] if dry_run else remove(self, ref)
+
+    # Loaded models: the scheduler.
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """Loads and unloads within the memory budget (settings: memory_budget, max_loaded,
+        keep_alive); the budget defaults to the RAM free when it starts, less 1 GiB."""
+        if self._scheduler is None:
+            from modelctl.lifecycle import make_scheduler
+
+            self._scheduler = make_scheduler(self)
+        return self._scheduler
+
+    @property
+    def events(self) -> EventBus:
+        return self.scheduler.events
+
+    def load(self, model: str, **options: Any) -> dict[str, Any]:
+        """Load a model (keep_alive=, pin=, priority=, context=, …); returns its state."""
+        model_id = self.registry.resolve(model)
+        return self.scheduler.load(model_id, **options).info(self.scheduler.clock())
+
+    def unload(self, model: str | None = None, *, all: bool = False) -> list[str]:
+        if all:
+            return self.scheduler.unload_all()
+        model_id = self.registry.resolve(model) if model else self.scheduler.current
+        return [model_id] if model_id and self.scheduler.unload(model_id) else []
+
+    def switch_model(self, model: str, **options: Any) -> dict[str, Any]:
+        model_id = self.registry.resolve(model)
+        return self.scheduler.switch(model_id, **options).info(self.scheduler.clock())
+
+    def current(self) -> str | None:
+        return self.scheduler.current
+
+    def loaded(self) -> list[dict[str, Any]]:
+        return self.scheduler.loaded()
+
+    def unload_least_used(self) -> str | None:
+        return self.scheduler.unload_least_used()
+
+    def total_memory_usage(self) -> int:
+        return self.scheduler.used()
+
+    def update_model_parameters(self, model: str, **parameters: Any) -> Model:
+        """Default generation options for a model (temperature, top_p, max_tokens, stop, …)."""
+        current = self.registry[model]
+        merged = {**current.defaults, **parameters}
+        return self.registry.update(
+            current.id, defaults={k: v for k, v in merged.items() if v is not None}
+        )
+
+    def chat(self, messages: list[dict[str, Any]], model: str | None = None, **options: Any) -> Any:
+        """OpenAI-shaped chat; loads the model on demand (the current model if none is named)."""
+        from modelctl.lifecycle import request
+
+        return request(self, "chat", model, messages, **options)
+
+    def complete(self, prompt: str, model: str | None = None, **options: Any) -> Any:
+        from modelctl.lifecycle import request
+
+        return request(self, "complete", model, prompt, **options)
+
+    def embed(self, inputs: str | list[str], model: str | None = None) -> list[list[float]]:
+        from modelctl.lifecycle import request
+
+        return request(self, "embed", model, [inputs] if isinstance(inputs, str) else inputs)

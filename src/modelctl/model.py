@@ -34,6 +34,13 @@ __all__ = [
 ]
 
 
+# Options a request (and a model's defaults) may set, as the OpenAI API names them.
+GENERATION_OPTIONS = frozenset(
+    {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repeat_penalty",
+     "presence_penalty", "frequency_penalty", "min_p"}
+)  # fmt: skip
+
+
 def size_class_for(parameters: int) -> SizeClass:
     """The size class of a parameter count; bounds sit at half a billion past 7B and 30B."""
     if parameters < 1_000_000_000:
@@ -118,6 +125,9 @@ class Model(BaseModel):
     tags: list[str] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
     custom: dict[str, JsonValue] = Field(default_factory=dict, description="user metadata")
+    defaults: dict[str, JsonValue] = Field(
+        default_factory=dict, description="generation options applied to every request"
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_used: datetime | None = None
@@ -206,6 +216,15 @@ class Model(BaseModel):
                 raise ValueError(
                     f"custom key {key!r} must be 1-128 characters, without '.' or a leading '$'"
                 )
+        return value
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(value) - GENERATION_OPTIONS
+        if unknown:
+            known = ", ".join(sorted(GENERATION_OPTIONS))
+            raise ValueError(f"unknown generation option {sorted(unknown)[0]!r} (known: {known})")
         return value
 
     @field_validator("created_at", "updated_at", "last_used")

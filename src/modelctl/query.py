@@ -86,6 +86,7 @@ FIELDS: dict[str, FieldSpec] = {
     "tags": FieldSpec("list", facet="tag"),
     "aliases": FieldSpec("list", facet="alias"),
     "custom": FieldSpec("map"),
+    "defaults": FieldSpec("map"),
     "created_at": FieldSpec("time"),
     "updated_at": FieldSpec("time"),
     "last_used": FieldSpec("time"),

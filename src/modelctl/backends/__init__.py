@@ -26,6 +26,7 @@ __all__ = [
     "BackendError",
     "BackendStatus",
     "DeletePlan",
+    "Handle",
     "NotSupported",
     "Progress",
     "ProgressFn",
@@ -101,6 +102,28 @@ class DeletePlan:
         }
 
 
+class Handle:
+    """A loaded model. Requests and answers are OpenAI-shaped for every runtime:
+    `chat(messages)` returns a `chat.completion` dict, or with stream=True an iterator of
+    `chat.completion.chunk` dicts; `complete(prompt)` likewise with `text_completion`."""
+
+    model_id: str
+    device: str = "cpu"  # cpu | gpu | remote
+    memory: int = 0  # bytes the load added to this process, as measured
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
+        raise NotSupported(f"{self.model_id} cannot chat")
+
+    def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        raise NotSupported(f"{self.model_id} cannot complete text")
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        raise NotSupported(f"{self.model_id} cannot embed")
+
+    def close(self) -> None:
+        """Free the model's memory."""
+
+
 class Backend(ABC):
     """One place models live. Subclasses set `name` and implement what applies."""
 
@@ -131,6 +154,10 @@ class Backend(ABC):
 
     def plan_delete(self, ref: str) -> DeletePlan:
         raise NotSupported(f"{self.instance} cannot delete models")
+
+    def load(self, model: Model, **options: Any) -> Handle:
+        """Make `model` ready to answer (into memory, for an in-process runtime)."""
+        raise NotSupported(f"loading models through {self.instance} is not supported yet")
 
     def delete(self, ref: str) -> DeletePlan:
         plan = self.plan_delete(ref)

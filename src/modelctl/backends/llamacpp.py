@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
-from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, ProgressFn, inside
+from modelctl.backends import (
+    Backend,
+    BackendError,
+    BackendStatus,
+    DeletePlan,
+    Handle,
+    NotSupported,
+    ProgressFn,
+    inside,
+)
 from modelctl.gguf_meta import _SHARD, InvalidGGUF, read_gguf, shard_paths
 
 if TYPE_CHECKING:
@@ -170,6 +179,12 @@ class LlamaCppBackend(Backend):
             str(Path(filename).parent / p.name).removeprefix("./") for p in shard_paths(filename)
         ]
 
+    def load(self, model: Model, **options: Any) -> Handle:
+        path = model.location or model.refs.get(self.name)
+        if not path or not os.path.isfile(path):
+            raise BackendError(f"{model.id} has no GGUF file here ({path})", hint="modelctl sync")
+        return LlamaCppHandle(model, path, **options)
+
     def plan_delete(self, ref: str) -> DeletePlan:
         """Remove a GGUF model (all its parts) that lies inside a model folder; nothing else."""
         path = Path(os.path.expanduser(ref))
@@ -198,3 +213,59 @@ class LlamaCppBackend(Backend):
 def _unlink(paths: list[Path]) -> None:
     for path in paths:
         path.unlink()
+
+
+class LlamaCppHandle(Handle):
+    """A GGUF model in this process through llama-cpp-python; chat uses the file's template."""
+
+    device = "cpu"
+
+    def __init__(self, model: Model, path: str, **options: Any) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise BackendError(
+                "running GGUF models needs llama-cpp-python",
+                hint="pip install 'modelctl[llamacpp]' (builds llama.cpp: several minutes)",
+            ) from None
+        self.model_id = model.id
+        self.embedding = bool(options.get("embedding", "embedding" in model.tasks))
+        context = options.get("context") or min(model.context_length or 4096, 4096)
+        gpu_layers = int(options.get("gpu_layers", 0))
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=path, n_ctx=int(context), n_threads=options.get("threads"),
+                n_gpu_layers=gpu_layers, embedding=self.embedding, verbose=False,
+            )  # fmt: skip
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+        self.device = "gpu" if gpu_layers and llama_cpp.llama_supports_gpu_offload() else "cpu"
+        self.has_template = bool((self.llm.metadata or {}).get("tokenizer.chat_template"))
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
+        if not self.has_template:
+            raise NotSupported(
+                f"{self.model_id} has no chat template", hint="use completion (modelctl run --raw)"
+            )
+        return self.llm.create_chat_completion(messages=messages, stream=stream, **options)
+
+    def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        return self.llm.create_completion(prompt=prompt, stream=stream, **options)
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        if not self.embedding:
+            raise NotSupported(
+                f"{self.model_id} was not loaded for embeddings", hint="load it with embedding=True"
+            )
+        vectors = []
+        for text in inputs:
+            out = self.llm.embed(text)
+            if out and isinstance(out[0], list):  # one vector per token: mean-pool them
+                out = [sum(col) / len(out) for col in zip(*out, strict=True)]
+            vectors.append(out)
+        return vectors
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()

@@ -8,7 +8,16 @@ import typer
 from typer.core import TyperGroup
 
 from modelctl import __version__
-from modelctl.cli import _common, configure, machine, models, organize, sources, transfer
+from modelctl.cli import (
+    _common,
+    configure,
+    machine,
+    models,
+    organize,
+    runtime,
+    sources,
+    transfer,
+)
 from modelctl.errors import ModelctlError
 
 __all__ = ["app", "main"]
@@ -65,6 +74,7 @@ organize.register(app)
 transfer.register(app)
 machine.register(app)
 sources.register(app)
+runtime.register(app)
 configure.register(app)
 
 

@@ -1,0 +1,73 @@
+"""`modelctl run`: talk to a model in this process (it loads here, and unloads on exit)."""
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from modelctl.cli import _common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def run(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="A registered model.")],
+    prompt: Annotated[str | None, typer.Argument(help="Without one: an interactive chat.")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Plain text completion, no chat template.")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", "-n", min=1)] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-t", min=0.0)] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    context: Annotated[
+        int | None, typer.Option("--context", min=16, help="Context length to load with.")
+    ] = None,
+) -> None:
+    """Stream a model's answer to PROMPT, or chat with it line by line (Ctrl-D ends)."""
+    from modelctl.manager import ModelManager
+
+    state = _common.state(ctx)
+    manager = ModelManager(settings=state.settings, registry=state.registry)
+    given = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "context": context}
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    try:
+        if prompt is not None:
+            _answer(manager, model, [{"role": "user", "content": prompt}], raw, options)
+            return
+        history: list[dict[str, str]] = []
+        interactive = sys.stdin.isatty()
+        while True:
+            if interactive:
+                sys.stderr.write(">>> ")
+                sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:
+                break
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            reply = _answer(manager, model, history, raw, options)
+            history.append({"role": "assistant", "content": reply})
+    finally:
+        manager.scheduler.unload_all()
+
+
+def _answer(
+    manager: Any, model: str, messages: list[dict[str, str]], raw: bool, options: dict[str, Any]
+) -> str:
+    parts: list[str] = []
+    if raw:
+        stream = manager.complete(messages[-1]["content"], model, stream=True, **options)
+        pieces = (c["choices"][0].get("text") or "" for c in stream)
+    else:
+        stream = manager.chat(messages, model, stream=True, **options)
+        pieces = ((c["choices"][0].get("delta") or {}).get("content") or "" for c in stream)
+    for piece in pieces:
+        parts.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return "".join(parts)

@@ -1,0 +1,272 @@
+"""The scheduler's rules, with an in-memory backend: many models, many threads."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from modelctl.backends import Backend, BackendStatus, Handle
+from modelctl.errors import InsufficientMemory
+from modelctl.events import EventBus
+from modelctl.model import Model
+from modelctl.scheduler import LoadFailed, Scheduler
+
+MB = 10**6
+
+
+class Ledger:
+    """What is really open at any moment; the budget check the scheduler must never fail."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[str, int] = {}
+        self.peak = 0
+        self.loads: dict[str, int] = {}
+        self.closed_while_busy: list[str] = []
+
+
+class MemoryHandle(Handle):
+    def __init__(self, model: Model, ledger: Ledger) -> None:
+        self.model_id, self.ledger, self.busy = model.id, ledger, 0
+        with ledger.lock:
+            ledger.open[model.id] = model.file_size or 0
+            ledger.peak = max(ledger.peak, sum(ledger.open.values()))
+            ledger.loads[model.id] = ledger.loads.get(model.id, 0) + 1
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
+        self.busy += 1
+        time.sleep(options.get("work", 0))
+        self.busy -= 1
+        message = {"role": "assistant", "content": "ok"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return {"object": "chat.completion", "model": self.model_id, "choices": [choice]}
+
+    def close(self) -> None:
+        with self.ledger.lock:
+            if self.busy:
+                self.ledger.closed_while_busy.append(self.model_id)
+            self.ledger.open.pop(self.model_id, None)
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(
+        self, ledger: Ledger, load_seconds: float = 0.0, failing: set[str] | None = None
+    ) -> None:
+        self.ledger, self.load_seconds, self.failing = ledger, load_seconds, failing or set()
+        self.instance = "memory"
+
+    def status(self) -> BackendStatus:
+        return BackendStatus("memory", True)
+
+    def discover(self) -> list[Model]:
+        return []
+
+    def load(self, model: Model, **options: Any) -> Handle:
+        time.sleep(self.load_seconds)
+        if model.id in self.failing:
+            raise RuntimeError("weights are corrupt")
+        return MemoryHandle(model, self.ledger)
+
+
+def scheduler(
+    sizes: dict[str, int], *, budget: int | None = None, max_loaded: int | None = None,
+    load_seconds: float = 0.0, failing: set[str] | None = None, clock: Any = time.monotonic,
+    wait: float = 5.0, **kw: Any,
+) -> tuple[Scheduler, Ledger]:  # fmt: skip
+    ledger = Ledger()
+    backend = MemoryBackend(ledger, load_seconds, failing)
+    models = {
+        name: Model(id=name, backend="memory", file_size=size) for name, size in sizes.items()
+    }
+    sched = Scheduler(
+        resolve=lambda name: (models[name], backend),
+        estimate=lambda model, options: model.file_size or 0,
+        budget=budget, max_loaded=max_loaded, clock=clock, wait=wait, **kw,
+    )  # fmt: skip
+    return sched, ledger
+
+
+def test_twenty_concurrent_requests_share_one_load() -> None:
+    sched, ledger = scheduler({"a": 100 * MB}, load_seconds=0.2)
+    barrier = threading.Barrier(20)
+    errors: list[Exception] = []
+
+    def request() -> None:
+        barrier.wait()
+        try:
+            with sched.use("a") as handle:
+                handle.chat([{"role": "user", "content": "hi"}])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and ledger.loads == {"a": 1}
+
+
+def test_budget_holds_under_load_and_busy_models_are_never_evicted() -> None:
+    names = {f"m{i}": (50 + 25 * (i % 4)) * MB for i in range(12)}
+    budget = 300 * MB
+    sched, ledger = scheduler(names, budget=budget, load_seconds=0.005, wait=10)
+    errors: list[Exception] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(25):
+            name = rng.choice(list(names))
+            try:
+                with sched.use(name) as handle:
+                    handle.chat([], work=rng.random() * 0.003)
+            except InsufficientMemory:
+                pass  # allowed: every model was busy for too long
+            except Exception as exc:  # pragma: no cover
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ledger.peak <= budget, f"peak {ledger.peak / MB} MB over a {budget / MB} MB budget"
+    assert ledger.closed_while_busy == []
+    assert sched.used() <= budget
+    assert sum(ledger.loads.values()) > len(names)  # models were really evicted and reloaded
+
+
+def test_lru_eviction_pinning_and_priority() -> None:
+    now = [0.0]
+    sched, _ = scheduler({"a": 40, "b": 40, "c": 40, "d": 40}, budget=100, clock=lambda: now[0])
+    events: list[str] = []
+    sched.events.on("*", lambda e: events.append(f"{e.name}:{e.data.get('model', '')}"))
+    sched.load("a", pin=True)
+    now[0] = 1
+    sched.load("b")
+    now[0] = 2
+    sched.load("c")  # no room: b (least recently used, a is pinned) goes
+    assert set(sched.slots) == {"a", "c"} and "model-evicted:b" in events
+    now[0] = 3
+    sched.load("c", priority=5)  # a used model stays; a high priority survives longer
+    sched.load("b")  # evicts? a pinned, c priority 5: nothing idle but c -> c goes
+    assert set(sched.slots) == {"a", "b"}
+    assert sched.unload_least_used() == "b" and set(sched.slots) == {"a"}
+    assert sched.unload_least_used() is None  # only a pinned model left
+
+
+def test_max_loaded() -> None:
+    sched, _ = scheduler({"a": 1, "b": 1, "c": 1}, max_loaded=2)
+    for name in "abc":
+        sched.load(name)
+    assert len(sched.slots) == 2 and "c" in sched.slots
+
+
+def test_a_model_too_big_for_the_budget_is_refused_clearly() -> None:
+    sched, _ = scheduler({"big": 500, "small": 10}, budget=100)
+    with pytest.raises(InsufficientMemory, match="the whole budget"):
+        sched.load("big")
+    sched.load("small")
+
+
+def test_busy_models_make_a_load_wait_then_refuse() -> None:
+    sched, _ = scheduler({"a": 80, "b": 80}, budget=100, wait=0.3)
+    with sched.use("a"), pytest.raises(InsufficientMemory) as caught:
+        sched.load("b")  # a is serving a request: it is not evicted
+    assert "a (" in str(caught.value) and "busy" in str(caught.value)
+    sched.load("b")  # once a is idle, it makes way
+    assert set(sched.slots) == {"b"}
+
+
+def test_keep_alive() -> None:
+    now = [0.0]
+    sched, _ = scheduler({"a": 1, "b": 1, "c": 1}, clock=lambda: now[0], keep_alive=300)
+    sched.load("a")
+    sched.load("b", keep_alive=-1)  # forever
+    with sched.use("c", keep_alive=0):  # unloaded as soon as its request ends
+        assert "c" in sched.slots
+    assert "c" not in sched.slots
+    now[0] = 299
+    assert sched.reap() == []
+    now[0] = 301
+    assert sched.reap() == ["a"] and set(sched.slots) == {"b"}
+
+
+def test_keep_alive_in_a_background_thread() -> None:
+    sched, _ = scheduler({"a": 1}, keep_alive=0.05)
+    sched.start_reaper(interval=0.02)
+    sched.load("a")
+    deadline = time.monotonic() + 5
+    while "a" in sched.slots and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sched.close()
+    assert "a" not in sched.slots
+
+
+def test_a_failed_load_keeps_its_reason_and_the_scheduler_works() -> None:
+    sched, ledger = scheduler({"bad": 10, "good": 10}, failing={"bad"})
+    seen: list[str] = []
+    sched.events.on("model-failed", lambda e: seen.append(e.data["error"]))
+    with pytest.raises(LoadFailed, match="weights are corrupt"):
+        sched.load("bad")
+    info = {i["model"]: i for i in sched.loaded()}
+    assert info["bad"]["state"] == "failed" and "corrupt" in info["bad"]["error"]
+    assert seen == ["RuntimeError: weights are corrupt"]
+    sched.load("good")
+    assert ledger.loads == {"good": 1} and sched.used() == 10
+
+
+def test_unload_waits_for_the_request_in_flight() -> None:
+    sched, ledger = scheduler({"a": 1})
+    started, finished = threading.Event(), []
+
+    def long_request() -> None:
+        with sched.use("a") as handle:
+            started.set()
+            handle.chat([], work=0.2)
+            finished.append(time.monotonic())
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    started.wait()
+    sched.unload("a")
+    unloaded_at = time.monotonic()
+    thread.join()
+    assert finished and finished[0] <= unloaded_at and ledger.closed_while_busy == []
+
+
+def test_switch_current_and_restore() -> None:
+    saved: list[dict] = []
+    bus = EventBus()
+    sched, _ = scheduler({"a": 1, "b": 1}, persist=saved.append, events=bus)
+    switched: list[tuple] = []
+    bus.on("model-switched", lambda e: switched.append((e.data["previous"], e.data["current"])))
+    sched.switch("a")
+    sched.switch("b", keep_alive=-1, pin=True)
+    assert sched.current == "b" and switched == [(None, "a"), ("a", "b")]
+    state = saved[-1]
+    assert state["current"] == "b"
+    assert {e["model"] for e in state["loaded"]} == {"a", "b"}
+    fresh, ledger = scheduler({"a": 1, "b": 1})
+    assert fresh.restore(state) == {}
+    assert fresh.current == "b" and fresh.slots["b"].pinned and fresh.slots["b"].keep_alive == -1
+    assert ledger.loads == {"a": 1, "b": 1}
+    sched.unload("b")
+    assert sched.current is None
+
+
+def test_a_broken_event_handler_breaks_nothing() -> None:
+    bus = EventBus()
+    bus.on("model-loaded", lambda e: 1 / 0)
+    got: list[str] = []
+    bus.on("model-loaded", lambda e: got.append(e.data["model"]))
+    sched, _ = scheduler({"a": 1}, events=bus)
+    sched.load("a")
+    assert got == ["a"] and bus.recent[-1].name == "model-loaded"
