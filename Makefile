@@ -37,6 +37,7 @@ test: lint
 bench: $(STAMP)
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/memory_estimate.py
+	$(PY) benchmarks/lifecycle.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

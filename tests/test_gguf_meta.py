@@ -89,3 +89,25 @@ def test_broken_files_are_clear(tmp_path: Path, content: bytes, words: str) -> N
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidGGUF, match="not found"):
         read_gguf(tmp_path / "absent.gguf")
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "Q8_0"])
+def test_agrees_with_the_gguf_packages_reader(tmp_path: Path, dtype: str) -> None:
+    """modelctl's header reader (which skips the vocabulary) against the gguf package's own."""
+    from gguf import GGUFReader
+
+    path = write_llama(tmp_path / "m.gguf", TinySpec(dtype=dtype, extra_vocab=2000, layers=3))
+    info = read_gguf(path)
+    reader = GGUFReader(path)
+    assert info.parameters == sum(int(t.n_elements) for t in reader.tensors)
+    assert info.tensor_bytes == sum(int(t.n_bytes) for t in reader.tensors)
+    assert info.vocab_size == len(reader.fields["tokenizer.ggml.tokens"].contents()) == 2259
+    assert info.chat_template == reader.fields["tokenizer.chat_template"].contents()
+    assert info.context_length == reader.fields["llama.context_length"].contents()
+
+
+def test_a_truncated_file(tmp_path: Path) -> None:
+    path = write_llama(tmp_path / "m.gguf", TinySpec(extra_vocab=2000))
+    path.write_bytes(path.read_bytes()[:3000])  # cut inside the vocabulary
+    with pytest.raises(InvalidGGUF, match="not a readable GGUF file"):
+        read_gguf(path)

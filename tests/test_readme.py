@@ -42,7 +42,18 @@ def test_console_examples_run_in_order(
         assert result.exit_code == 0, f"{command}: {result.stderr or result.output}"
 
 
-def test_python_example_runs(tmp_path: Path) -> None:
-    (code,) = blocks("python")
-    code = code.replace("/tmp/modelctl-readme", str(tmp_path / "readme-home"))
-    exec(compile(code, "README.md", "exec"), {})
+def test_python_examples_run(tmp_path: Path) -> None:
+    from tests.ggufmodels import TinySpec, write_llama
+
+    (tmp_path / "models").mkdir()
+    write_llama(tmp_path / "models" / "tiny.gguf", TinySpec())
+    examples = blocks("python")
+    assert len(examples) == 2
+    for code in examples:
+        code = code.replace("/tmp/modelctl-readme", str(tmp_path / "readme-home"))
+        code = code.replace("/tmp/models/tiny.gguf", str(tmp_path / "models" / "tiny.gguf"))
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+        manager = namespace.get("manager")
+        if manager is not None:
+            manager.close()

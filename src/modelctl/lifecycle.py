@@ -42,13 +42,22 @@ def make_scheduler(manager: ModelManager) -> Scheduler:
         model = manager.registry[model_id]
         return model, manager.backend(model.backend)
 
+    estimates: dict[tuple[Any, ...], int] = {}  # a record unchanged since: the same answer
+
     def estimate(model: Model, options: dict[str, Any]) -> int:
-        try:
-            facts, _ = fit.facts_for(model.id, catalog=manager.catalog, registry=manager.registry)
-        except ModelctlError:  # served elsewhere, or nothing known: it takes no memory here
-            return 0
         context = options.get("context")
-        return fit.estimate_memory(facts, context=int(context) if context else None).total
+        key = (model.id, model.updated_at, context)
+        if key not in estimates:
+            try:
+                facts, _ = fit.facts_for(
+                    model.id, catalog=manager.catalog, registry=manager.registry
+                )
+            except ModelctlError:  # served elsewhere, or nothing known: no memory here
+                estimates[key] = 0
+            else:
+                estimate = fit.estimate_memory(facts, context=int(context) if context else None)
+                estimates[key] = estimate.total
+        return estimates[key]
 
     def rss() -> int:
         return psutil.Process().memory_info().rss

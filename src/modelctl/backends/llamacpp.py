@@ -269,3 +269,18 @@ class LlamaCppHandle(Handle):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()
+            del llm
+            _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """Hand freed heap back to the OS: glibc keeps it in its arenas otherwise."""
+    import contextlib
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
