@@ -111,6 +111,7 @@ class FakeOllama:
 
     models: dict[str, OllamaModel] = field(default_factory=dict)
     library: dict[str, OllamaModel] = field(default_factory=dict)  # what a pull can fetch
+    loaded: dict[str, Any] = field(default_factory=dict)  # name → keep_alive it was given
     requests: list[Any] = field(default_factory=list)
 
     def handle(self, h: Handler) -> None:
@@ -120,7 +121,18 @@ class FakeOllama:
         if h.command == "GET" and path == "/api/tags":
             return h.send_json(200, {"models": [m.tag() for m in self.models.values()]})
         if h.command == "GET" and path == "/api/ps":
-            return h.send_json(200, {"models": []})
+            return h.send_json(
+                200,
+                {
+                    "models": [
+                        self.models[n].tag()
+                        | {"expires_at": "2099-01-01T00:00:00Z", "size_vram": 0}
+                        for n in self.loaded
+                    ]
+                },
+            )
+        if h.command == "POST" and path in ("/api/generate", "/api/chat", "/api/embed"):
+            return self.infer(h, path, h.body() or {})
         if h.command == "POST" and path == "/api/show":
             name = (h.body() or {}).get("model", "")
             model = self.models.get(name) or self.models.get(f"{name}:latest")
@@ -152,6 +164,81 @@ class FakeOllama:
             h.end_headers()
             return None
         return h.send_json(404, {"error": "not found"})
+
+    def infer(self, h: Handler, path: str, body: dict[str, Any]) -> None:
+        name = body.get("model", "")
+        if name not in self.models:
+            return h.send_json(404, {"error": f"model '{name}' not found, try pulling it first"})
+        if body.get("keep_alive") in (0, "0", "0s"):
+            self.loaded.pop(name, None)
+            return h.send_json(
+                200,
+                {
+                    "model": name,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "response": "",
+                    "done": True,
+                    "done_reason": "unload",
+                },
+            )
+        self.loaded[name] = body.get("keep_alive", "5m")
+        if path == "/api/embed":
+            inputs = body.get("input") or []
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            return h.send_json(
+                200,
+                {
+                    "model": name,
+                    "embeddings": [[float(len(t)), 1.0, 0.5] for t in inputs],
+                    "prompt_eval_count": len(inputs),
+                },
+            )
+        if path == "/api/generate" and not body.get("prompt"):
+            return h.send_json(
+                200,
+                {
+                    "model": name,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "response": "",
+                    "done": True,
+                    "done_reason": "load",
+                },
+            )
+        words = ["Hello", " from", " the", " daemon"][
+            : (body.get("options") or {}).get("num_predict", 4)
+        ]
+        chat = path == "/api/chat"
+
+        def piece(text: str, done: bool) -> dict[str, Any]:
+            event: dict[str, Any] = {
+                "model": name,
+                "created_at": "2025-01-01T00:00:00Z",
+                "done": done,
+            }
+            if chat:
+                event["message"] = {"role": "assistant", "content": text}
+            else:
+                event["response"] = text
+            if done:
+                event |= {
+                    "done_reason": "stop",
+                    "prompt_eval_count": 7,
+                    "eval_count": len(words),
+                    "total_duration": 1000,
+                }
+            return event
+
+        if not body.get("stream", True):
+            return h.send_json(200, piece("".join(words), True))
+        h.send_response(200)
+        h.send_header("Content-Type", "application/x-ndjson")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for event in [*(piece(w, False) for w in words), piece("", True)]:
+            data = (json.dumps(event) + "\n").encode()
+            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+        return None
 
     def pull(self, h: Handler, name: str) -> None:
         model = self.library.get(name)
@@ -194,6 +281,8 @@ class FakeOpenAI:
     def handle(self, h: Handler) -> None:
         if self.key and h.headers.get("Authorization") != f"Bearer {self.key}":
             return h.send_json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+        if h.command == "POST":
+            return self.infer(h, h.path.rstrip("/"), h.body() or {})
         if h.path.rstrip("/").endswith("/models"):
             data = []
             for m in self.models:
@@ -211,6 +300,84 @@ class FakeOpenAI:
                 data.append(entry)
             return h.send_json(200, {"object": "list", "data": data})
         return h.send_json(404, {"error": {"message": "not found"}})
+
+    def infer(self, h: Handler, path: str, body: dict[str, Any]) -> None:
+        model = body.get("model")
+        if model not in self.models:
+            return h.send_json(
+                404,
+                {
+                    "error": {
+                        "message": f"The model `{model}` does not exist",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
+            )
+        if path.endswith("/embeddings"):
+            inputs = body.get("input") or []
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            data = [
+                {"object": "embedding", "index": i, "embedding": [float(len(t)), 0.25]}
+                for i, t in enumerate(inputs)
+            ]
+            return h.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": model,
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                },
+            )
+        chat = path.endswith("/chat/completions")
+        words = ["Hi", " there", "!"][: body.get("max_tokens") or 3]
+        kind = "chat.completion" if chat else "text_completion"
+        if not body.get("stream"):
+            choice = {"index": 0, "finish_reason": "stop"} | (
+                {"message": {"role": "assistant", "content": "".join(words)}}
+                if chat
+                else {"text": "".join(words)}
+            )
+            return h.send_json(
+                200,
+                {
+                    "id": "chatcmpl-1",
+                    "object": kind,
+                    "created": 1,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": {
+                        "prompt_tokens": 5,
+                        "completion_tokens": len(words),
+                        "total_tokens": 5 + len(words),
+                    },
+                },
+            )
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        events = []
+        for i, word in enumerate([*words, None]):
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if word is None else None}
+            if chat:
+                choice["delta"] = (
+                    {}
+                    if word is None
+                    else ({"role": "assistant", "content": word} if i == 0 else {"content": word})
+                )
+            else:
+                choice["text"] = word or ""
+            events.append(
+                f"data: {json.dumps({'id': 'chatcmpl-1', 'object': kind + ('.chunk' if chat else ''), 'created': 1, 'model': model, 'choices': [choice]})}\n\n"
+            )
+        events.append("data: [DONE]\n\n")
+        for event in events:
+            data = event.encode()
+            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+        return None
 
 
 @dataclass

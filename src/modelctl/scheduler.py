@@ -184,7 +184,8 @@ class Scheduler:
         started = self.clock()
         before = self.measure() if self.measure else None
         try:
-            handle = backend.load(model, **options)
+            # a daemon (Ollama) holds the model exactly as long as the scheduler does
+            handle = backend.load(model, keep_alive=slot.keep_alive, **options)
         except Exception as exc:  # any failure: the slot says why, the scheduler goes on
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             with self._cond:

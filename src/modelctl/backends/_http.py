@@ -104,6 +104,30 @@ class Http:
         except httpx.HTTPError as exc:
             raise self._fail(exc) from None
 
+    def stream_sse(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
+        """Server-sent events' `data:` objects until `[DONE]` (the OpenAI streaming format)."""
+        import httpx
+
+        try:
+            with self._client.stream(method, path, json=body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except ValueError:
+                        raise BackendError(
+                            f"{self.backend} sent a broken event: {data[:80]!r}"
+                        ) from None
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+
 
 class HttpBackend(Backend):
     """A backend behind an HTTP API: its URL from a setting, one client made on first use."""

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from modelctl import units
-from modelctl.backends import BackendError, BackendStatus, DeletePlan, Progress, ProgressFn
+from modelctl.backends import (
+    BackendError,
+    BackendStatus,
+    DeletePlan,
+    Handle,
+    Progress,
+    ProgressFn,
+)
 from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
@@ -104,6 +112,10 @@ class OllamaBackend(HttpBackend):
             raise BackendError(f"ollama reported success but does not list {ref}")
         return found[0]
 
+    def load(self, model: Model, **options: Any) -> Handle:
+        """Ask the daemon to load it (its own memory); keep_alive as the scheduler's."""
+        return OllamaHandle(self, model, **options)
+
     def plan_delete(self, ref: str) -> DeletePlan:
         models = {m["name"]: m for m in self.http.get("/api/tags").get("models") or []}
         entry = models.get(ref) or models.get(f"{ref}:latest")
@@ -117,3 +129,130 @@ class OllamaBackend(HttpBackend):
             note="Ollama frees layers no other model uses",
             execute=lambda: self.http.request("DELETE", "/api/delete", {"model": name}),
         )  # fmt: skip
+
+
+# Request options as the OpenAI API names them, to Ollama's names.
+_OPTIONS = {"max_tokens": "num_predict"}
+
+
+def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {_OPTIONS.get(k, k): v for k, v in options.items() if v is not None}
+
+
+def _keep_alive(seconds: float | None) -> Any:
+    """Ollama's keep_alive: a duration string, -1 forever, 0 unload now."""
+    if seconds is None:
+        return None
+    return -1 if seconds < 0 else f"{int(seconds)}s"
+
+
+class OllamaHandle(Handle):
+    """A model the Ollama daemon holds; requests go through its API, answers come back
+    OpenAI-shaped."""
+
+    device = "ollama"
+
+    def __init__(self, backend: OllamaBackend, model: Model, **options: Any) -> None:
+        self.http, self.model_id = backend.http, model.id
+        self.name = model.ref_for(backend.name)
+        keep = _keep_alive(options.get("keep_alive"))
+        body: dict[str, Any] = {"model": self.name}  # an empty request loads the model
+        if keep is not None:
+            body["keep_alive"] = keep
+        if options.get("context"):
+            body["options"] = {"num_ctx": int(options["context"])}
+        self.context = body.get("options")
+        self.http.post("/api/generate", body)
+
+    def _body(self, options: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        stream = bool(options.pop("stream", False))
+        merged = {**(self.context or {}), **_ollama_options(options)}
+        return {
+            "model": self.name,
+            "stream": stream,
+            **fields,
+            **({"options": merged} if merged else {}),
+        }
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
+        body = self._body({**options, "stream": stream}, messages=messages)
+        if stream:
+            return (
+                _chat_chunk(self.model_id, e)
+                for e in self.http.stream_json_lines("POST", "/api/chat", body)
+            )
+        return _chat_answer(self.model_id, self.http.post("/api/chat", body))
+
+    def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        body = self._body({**options, "stream": stream}, prompt=prompt)
+        if stream:
+            return (
+                _text_chunk(self.model_id, e)
+                for e in self.http.stream_json_lines("POST", "/api/generate", body)
+            )
+        return _text_answer(self.model_id, self.http.post("/api/generate", body))
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        return self.http.post("/api/embed", {"model": self.name, "input": inputs})["embeddings"]
+
+    def close(self) -> None:
+        self.http.post("/api/generate", {"model": self.name, "keep_alive": 0})
+
+
+def _usage(event: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = event.get("prompt_eval_count") or 0, event.get("eval_count") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _finish(event: dict[str, Any]) -> str | None:
+    if not event.get("done"):
+        return None
+    return "length" if event.get("done_reason") == "length" else "stop"
+
+
+def _shape(
+    model_id: str, kind: str, choice: dict[str, Any], usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OpenAI response envelope around one choice."""
+    prefix = "chatcmpl" if kind.startswith("chat") else "cmpl"
+    out: dict[str, Any] = {"id": f"{prefix}-{model_id}", "object": kind}
+    out |= {"created": int(time.time()), "model": model_id, "choices": [{"index": 0, **choice}]}
+    if usage is not None:
+        out["usage"] = _usage(usage)
+    return out
+
+
+def _chat_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    content = (event.get("message") or {}).get("content", "")
+    message = {"role": "assistant", "content": content}
+    return _shape(
+        model_id,
+        "chat.completion",
+        {"message": message, "finish_reason": _finish(event) or "stop"},
+        event,
+    )
+
+
+def _chat_chunk(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    content = (event.get("message") or {}).get("content", "")
+    delta = {"content": content} if content else {}
+    return _shape(
+        model_id, "chat.completion.chunk", {"delta": delta, "finish_reason": _finish(event)}
+    )
+
+
+def _text_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    choice = {"text": event.get("response", ""), "finish_reason": _finish(event) or "stop"}
+    return _shape(model_id, "text_completion", choice, event)
+
+
+def _text_chunk(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    return _shape(
+        model_id,
+        "text_completion",
+        {"text": event.get("response", ""), "finish_reason": _finish(event)},
+    )

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
-from modelctl.backends import Backend, BackendError, BackendStatus
+from modelctl.backends import Backend, BackendError, BackendStatus, Handle
 from modelctl.backends._http import HttpBackend
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class OpenAIBackend(HttpBackend):
             )
         return BackendStatus(self.instance, True, url=self.url, models=count)
 
+    def load(self, model: Model, **options: Any) -> Handle:
+        return OpenAIHandle(self, model)
+
     def discover(self) -> list[Model]:
         from modelctl.model import Model
 
@@ -113,3 +116,39 @@ class OpenAIBackend(HttpBackend):
                 record["capabilities"] = [*record["capabilities"], "vision"]
             out.append(Model.from_dict(record, context=f"{self.instance} model {model_id!r}"))
         return out
+
+
+class OpenAIHandle(Handle):
+    """A model an OpenAI-compatible server offers: "loading" checks the key and that the model
+    is offered; requests and answers pass through in OpenAI's own shapes."""
+
+    device = "remote"
+
+    def __init__(self, backend: OpenAIBackend, model: Model) -> None:
+        backend._need_key()
+        self.http, self.model_id = backend.http, model.id
+        self.name = model.ref_for(backend.instance)
+        offered = {m["id"] for m in backend.http.get("/models").get("data") or []}
+        if offered and self.name not in offered:
+            raise BackendError(
+                f"{backend.instance} does not offer {self.name!r}",
+                hint=f"modelctl sync --backend {backend.instance}",
+            )
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
+        body = {"model": self.name, "messages": messages, "stream": stream, **options}
+        if stream:
+            return self.http.stream_sse("POST", "/chat/completions", body)
+        return self.http.post("/chat/completions", body)
+
+    def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
+        if stream:
+            return self.http.stream_sse("POST", "/completions", body)
+        return self.http.post("/completions", body)
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        data = (
+            self.http.post("/embeddings", {"model": self.name, "input": inputs}).get("data") or []
+        )
+        return [item["embedding"] for item in sorted(data, key=lambda d: d.get("index", 0))]
