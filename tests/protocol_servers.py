@@ -52,6 +52,18 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_HEAD = handle_any
 
 
+def write_chunked(h: Handler, content_type: str, pieces: list[bytes]) -> None:
+    """A streamed (chunked) 200 response, one chunk a piece, as the real servers send them."""
+    h.send_response(200)
+    h.send_header("Content-Type", content_type)
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    for data in pieces:
+        h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        h.wfile.flush()
+    h.wfile.write(b"0\r\n\r\n")
+
+
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run `app` (an object with .handle(handler) and .requests) on a loopback port."""
@@ -230,40 +242,25 @@ class FakeOllama:
 
         if not body.get("stream", True):
             return h.send_json(200, piece("".join(words), True))
-        h.send_response(200)
-        h.send_header("Content-Type", "application/x-ndjson")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        for event in [*(piece(w, False) for w in words), piece("", True)]:
-            data = (json.dumps(event) + "\n").encode()
-            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        h.wfile.write(b"0\r\n\r\n")
+        events = [*(piece(w, False) for w in words), piece("", True)]
+        write_chunked(h, "application/x-ndjson", [(json.dumps(e) + "\n").encode() for e in events])
         return None
 
     def pull(self, h: Handler, name: str) -> None:
         model = self.library.get(name)
-        h.send_response(200)
-        h.send_header("Content-Type", "application/x-ndjson")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-
-        def line(obj: dict[str, Any]) -> None:
-            data = (json.dumps(obj) + "\n").encode()
-            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            h.wfile.flush()
-
-        line({"status": "pulling manifest"})
+        events: list[dict[str, Any]] = [{"status": "pulling manifest"}]
         if model is None:
-            line({"error": "pull model manifest: file does not exist"})
+            events.append({"error": "pull model manifest: file does not exist"})
         else:
             total = len(model.blob)
             for done in (0, total // 2, total):
-                line({"status": f"pulling {model.blob_digest[:12]}", "digest": f"sha256:{model.blob_digest}",
-                      "total": total, "completed": done})  # fmt: skip
-            for status in ("verifying sha256 digest", "writing manifest", "success"):
-                line({"status": status})
+                events.append({"status": f"pulling {model.blob_digest[:12]}", "digest": f"sha256:{model.blob_digest}",
+                               "total": total, "completed": done})  # fmt: skip
+            events += [
+                {"status": s} for s in ("verifying sha256 digest", "writing manifest", "success")
+            ]
             self.models[name] = model
-        h.wfile.write(b"0\r\n\r\n")
+        write_chunked(h, "application/x-ndjson", [(json.dumps(e) + "\n").encode() for e in events])
 
 
 # ---------------------------------------------------------------- OpenAI-compatible, Anthropic, LM Studio
@@ -354,10 +351,6 @@ class FakeOpenAI:
                     },
                 },
             )
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
         events = []
         for i, word in enumerate([*words, None]):
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if word is None else None}
@@ -373,10 +366,7 @@ class FakeOpenAI:
                 f"data: {json.dumps({'id': 'chatcmpl-1', 'object': kind + ('.chunk' if chat else ''), 'created': 1, 'model': model, 'choices': [choice]})}\n\n"
             )
         events.append("data: [DONE]\n\n")
-        for event in events:
-            data = event.encode()
-            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        h.wfile.write(b"0\r\n\r\n")
+        write_chunked(h, "text/event-stream", [e.encode() for e in events])
         return None
 
 

@@ -82,51 +82,42 @@ class Http:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body)
 
+    def _lines(self, method: str, path: str, body: Any) -> Iterator[str]:
+        """A streamed response's lines as they arrive; errors in words, as for any request."""
+        import httpx
+
+        try:
+            with self._client.stream(method, path, json=body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+
+    def _parse(self, text: str) -> dict[str, Any]:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BackendError(f"{self.backend} sent a broken line: {text[:80]!r}") from None
+
     def stream_json_lines(
         self, method: str, path: str, body: Any = None
     ) -> Iterator[dict[str, Any]]:
         """Newline-delimited JSON objects as they arrive (Ollama's streaming format)."""
-        import httpx
-
-        try:
-            with self._client.stream(method, path, json=body, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                for line in response.iter_lines():
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except ValueError:
-                            raise BackendError(
-                                f"{self.backend} sent a broken line: {line[:80]!r}"
-                            ) from None
-        except httpx.HTTPError as exc:
-            raise self._fail(exc) from None
+        for line in self._lines(method, path, body):
+            if line.strip():
+                yield self._parse(line)
 
     def stream_sse(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
         """Server-sent events' `data:` objects until `[DONE]` (the OpenAI streaming format)."""
-        import httpx
-
-        try:
-            with self._client.stream(method, path, json=body, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    try:
-                        yield json.loads(data)
-                    except ValueError:
-                        raise BackendError(
-                            f"{self.backend} sent a broken event: {data[:80]!r}"
-                        ) from None
-        except httpx.HTTPError as exc:
-            raise self._fail(exc) from None
+        for line in self._lines(method, path, body):
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            yield self._parse(data)
 
 
 class HttpBackend(Backend):
