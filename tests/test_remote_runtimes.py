@@ -30,6 +30,8 @@ def test_ollama_runtime(ollama: FakeOllama) -> None:
         m.sync(only=["ollama"])
         state = m.load("llama3.2:3b", keep_alive=600, context=8192)
         assert state["device"] == "ollama" and ollama.loaded == {"llama3.2:3b": "600s"}
+        running = m.backend("ollama").running()  # the daemon's own view: /api/ps
+        assert [r["name"] for r in running] == ["llama3.2:3b"]
         answer = m.chat(MESSAGES, "llama3.2:3b", max_tokens=3)
         assert answer["object"] == "chat.completion"
         assert answer["choices"][0]["message"]["content"] == "Hello from the"

@@ -270,3 +270,18 @@ def test_a_broken_event_handler_breaks_nothing() -> None:
     sched, _ = scheduler({"a": 1}, events=bus)
     sched.load("a")
     assert got == ["a"] and bus.recent[-1].name == "model-loaded"
+
+
+def test_a_handle_that_fails_to_close_is_still_unloaded() -> None:
+    sched, _ = scheduler({"a": 1, "b": 1})
+    sched.load("a")
+    sched.load("b")
+
+    def broken() -> None:
+        raise ConnectionError("daemon gone")
+
+    sched.slots["a"].handle.close = broken  # type: ignore[method-assign,union-attr]
+    errors: list[object] = []
+    sched.events.on("model-unloaded", lambda e: errors.append(e.data["error"]))
+    assert sched.unload_all() == ["a", "b"]
+    assert sched.slots == {} and errors[0] == "ConnectionError: daemon gone" and errors[1] is None

@@ -17,6 +17,7 @@ Loads run outside the lock, so requests to loaded models never wait for another 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["LoadFailed", "Scheduler", "Slot"]
 
 FOREVER = -1.0
+log = logging.getLogger("modelctl.scheduler")
 
 
 class LoadFailed(ModelctlError):
@@ -293,16 +295,20 @@ class Scheduler:
         """Under the lock, with the slot idle: close it and forget it."""
         slot.state = "unloading"
         self.events.emit("model-unloading", model=slot.model_id, reason=reason)
+        error = None
         try:
             if slot.handle is not None:
                 slot.handle.close()
+        except Exception as exc:  # a daemon gone away: the model is unloaded from here anyway
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("closing %s failed: %s", slot.model_id, error)
         finally:
             slot.handle = None
             self.slots.pop(slot.model_id, None)
             if self.current == slot.model_id:
                 self.current = None
             self._cond.notify_all()
-        self.events.emit(event, model=slot.model_id, reason=reason)
+        self.events.emit(event, model=slot.model_id, reason=reason, error=error)
 
     def unload(self, model_id: str, *, reason: str = "asked") -> bool:
         """Unload once its requests in flight finish (never mid-request); False if not loaded."""
