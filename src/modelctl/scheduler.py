@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LoadFailed", "Scheduler", "Slot"]
 
-FOREVER = -1.0
 log = logging.getLogger("modelctl.scheduler")
 
 
