@@ -14,7 +14,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,llamacpp]'
+	$(PY) -m pip install --quiet "torch==2.13.0"  # the CPU build on these machines' disk
+	$(PY) -m pip install --quiet -e '.[dev,llamacpp,transformers]'
 	touch $(STAMP)
 
 # The main job today: build a registry from the example file, then show it, filter it and export it.

@@ -32,6 +32,7 @@ __all__ = [
     "ProgressFn",
     "UnsafePath",
     "inside",
+    "response",
 ]
 
 
@@ -167,6 +168,25 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.instance}>"
+
+
+def response(
+    model_id: str, kind: str, choice: dict[str, Any], usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """An OpenAI response envelope (`chat.completion`, `…chunk`, `text_completion`) around one
+    choice: the shape every runtime answers in."""
+    import time
+
+    prefix = "chatcmpl" if kind.startswith("chat") else "cmpl"
+    out: dict[str, Any] = {
+        "id": f"{prefix}-{model_id}",
+        "object": kind,
+        "created": int(time.time()),
+    }
+    out |= {"model": model_id, "choices": [{"index": 0, **choice}]}
+    if usage is not None:
+        out["usage"] = usage
+    return out
 
 
 def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
-from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, ProgressFn
+from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, Handle, ProgressFn
 
 if TYPE_CHECKING:
     from modelctl.model import Model
@@ -108,6 +108,16 @@ class HuggingFaceBackend(Backend):
             if model.id == repo:
                 return model
         raise BackendError(f"{repo} downloaded but is not in the cache at {self.cache}")
+
+    def load(self, model: Model, **options: Any) -> Handle:
+        """transformers in this process, on the CPU or a GPU (extra `modelctl[transformers]`)."""
+        from modelctl.backends.hf_runtime import TransformersHandle
+
+        if not model.location:
+            raise BackendError(
+                f"{model.id} has no local files", hint=f"modelctl pull hf:{model.id}"
+            )
+        return TransformersHandle(model, model.location, **options)
 
     def plan_delete(self, ref: str) -> DeletePlan:
         """Every revision of a cached repo, through the hub library's own delete plan."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from modelctl import units
@@ -14,6 +13,7 @@ from modelctl.backends import (
     Handle,
     Progress,
     ProgressFn,
+    response,
 )
 from modelctl.backends._http import HttpBackend
 
@@ -214,22 +214,10 @@ def _finish(event: dict[str, Any]) -> str | None:
     return "length" if event.get("done_reason") == "length" else "stop"
 
 
-def _shape(
-    model_id: str, kind: str, choice: dict[str, Any], usage: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """An OpenAI response envelope around one choice."""
-    prefix = "chatcmpl" if kind.startswith("chat") else "cmpl"
-    out: dict[str, Any] = {"id": f"{prefix}-{model_id}", "object": kind}
-    out |= {"created": int(time.time()), "model": model_id, "choices": [{"index": 0, **choice}]}
-    if usage is not None:
-        out["usage"] = _usage(usage)
-    return out
-
-
 def _chat_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
     content = (event.get("message") or {}).get("content", "")
     message = {"role": "assistant", "content": content}
-    return _shape(
+    return response(
         model_id,
         "chat.completion",
         {"message": message, "finish_reason": _finish(event) or "stop"},
@@ -240,18 +228,18 @@ def _chat_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
 def _chat_chunk(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
     content = (event.get("message") or {}).get("content", "")
     delta = {"content": content} if content else {}
-    return _shape(
+    return response(
         model_id, "chat.completion.chunk", {"delta": delta, "finish_reason": _finish(event)}
     )
 
 
 def _text_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
     choice = {"text": event.get("response", ""), "finish_reason": _finish(event) or "stop"}
-    return _shape(model_id, "text_completion", choice, event)
+    return response(model_id, "text_completion", choice, _usage(event))
 
 
 def _text_chunk(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
-    return _shape(
+    return response(
         model_id,
         "text_completion",
         {"text": event.get("response", ""), "finish_reason": _finish(event)},
