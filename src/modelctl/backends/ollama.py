@@ -221,7 +221,7 @@ def _chat_answer(model_id: str, event: dict[str, Any]) -> dict[str, Any]:
         model_id,
         "chat.completion",
         {"message": message, "finish_reason": _finish(event) or "stop"},
-        event,
+        _usage(event),
     )
 
 
