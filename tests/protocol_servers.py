@@ -177,22 +177,18 @@ class FakeOllama:
             return None
         return h.send_json(404, {"error": "not found"})
 
+    def finished(self, h: Handler, name: str, reason: str) -> None:
+        """The reply to a request with nothing to generate: a load, or an unload (keep_alive 0)."""
+        h.send_json(200, {"model": name, "created_at": "2025-01-01T00:00:00Z", "response": "",
+                          "done": True, "done_reason": reason})  # fmt: skip
+
     def infer(self, h: Handler, path: str, body: dict[str, Any]) -> None:
         name = body.get("model", "")
         if name not in self.models:
             return h.send_json(404, {"error": f"model '{name}' not found, try pulling it first"})
         if body.get("keep_alive") in (0, "0", "0s"):
             self.loaded.pop(name, None)
-            return h.send_json(
-                200,
-                {
-                    "model": name,
-                    "created_at": "2025-01-01T00:00:00Z",
-                    "response": "",
-                    "done": True,
-                    "done_reason": "unload",
-                },
-            )
+            return self.finished(h, name, "unload")
         self.loaded[name] = body.get("keep_alive", "5m")
         if path == "/api/embed":
             inputs = body.get("input") or []
@@ -206,16 +202,7 @@ class FakeOllama:
                 },
             )
         if path == "/api/generate" and not body.get("prompt"):
-            return h.send_json(
-                200,
-                {
-                    "model": name,
-                    "created_at": "2025-01-01T00:00:00Z",
-                    "response": "",
-                    "done": True,
-                    "done_reason": "load",
-                },
-            )
+            return self.finished(h, name, "load")
         words = ["Hello", " from", " the", " daemon"][
             : (body.get("options") or {}).get("num_predict", 4)
         ]

@@ -80,10 +80,7 @@ def _seconds(value: Any) -> float:
 def _budget(value: Any) -> int:
     from modelctl.units import parse_bytes
 
-    try:
-        budget = parse_bytes(value)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
+    budget = parse_bytes(value)
     if budget <= 0:
         raise ValueError("must be more than 0 bytes")
     return budget

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from modelctl.config import Settings
+    from modelctl.manager import ModelManager
     from modelctl.registry import Registry
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -36,31 +37,31 @@ EXIT_INTERNAL = 70
 
 @dataclass
 class State:
-    """Per-invocation state: the --home given, and what was opened from it."""
+    """Per-invocation state: the --home given, and the manager opened from it on first use."""
 
     home: Path | None = None
-    _settings: "Settings | None" = field(default=None, repr=False)
-    _registry: "Registry | None" = field(default=None, repr=False)
+    _manager: "ModelManager | None" = field(default=None, repr=False)
+
+    @property
+    def manager(self) -> "ModelManager":
+        if self._manager is None:
+            from modelctl.config import Settings
+            from modelctl.manager import ModelManager
+
+            self._manager = ModelManager(settings=Settings.load(home=self.home))
+        return self._manager
 
     @property
     def settings(self) -> "Settings":
-        if self._settings is None:
-            from modelctl.config import Settings
-
-            self._settings = Settings.load(home=self.home)
-        return self._settings
+        return self.manager.settings
 
     @property
     def registry(self) -> "Registry":
-        if self._registry is None:
-            from modelctl.registry import Registry
-
-            self._registry = Registry.open(self.settings.database)
-        return self._registry
+        return self.manager.registry
 
     def close(self) -> None:
-        if self._registry is not None:
-            self._registry.close()
+        if self._manager is not None:
+            self._manager.close()
 
 
 def state(ctx: typer.Context) -> State:

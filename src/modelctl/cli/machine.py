@@ -60,9 +60,7 @@ def register(app: typer.Typer) -> None:
 
 def system(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """This machine: OS, CPU, memory, GPUs and free disk where models live."""
-    from modelctl.manager import ModelManager
-
-    info = ModelManager(settings=_common.state(ctx).settings).system_info()
+    info = _common.state(ctx).manager.system_info()
     if as_json:
         _common.emit_json(info.to_dict())
         return
@@ -106,10 +104,7 @@ def fit(
     as_json: JsonOpt = False,
 ) -> None:
     """Will MODEL run here (or in --memory)? The estimate's parts, and the reason in words."""
-    state = _common.state(ctx)
-    from modelctl.manager import ModelManager
-
-    manager = ModelManager(settings=state.settings, registry=state.registry)
+    manager = _common.state(ctx).manager
     result = manager.check_compatibility(
         model, _memory(memory), context=_context(context), quantization=quantization,
         parallel=parallel, kv_type=kv_type,
@@ -138,11 +133,9 @@ def recommend(
     as_json: JsonOpt = False,
 ) -> None:
     """The best model in the catalog for this machine (or --memory), priority and task."""
-    from modelctl.manager import ModelManager
-
     if priority is Purpose.SPECIALIZED:
         raise typer.BadParameter("priority is speed, balanced or quality", param_hint="--priority")
-    manager = ModelManager(settings=_common.state(ctx).settings)
+    manager = _common.state(ctx).manager
     found = manager.recommend_model(
         _memory(memory), str(priority), task=str(task), context=_context(context)
     )
@@ -177,9 +170,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the catalog of well-known models; shows how each would fit here."""
-    from modelctl.manager import ModelManager
-
-    manager = ModelManager(settings=_common.state(ctx).settings)
+    manager = _common.state(ctx).manager
     text = " ".join(words or [])
     entries = manager.catalog.search(text, task=str(task) if task else None, local=local)
     fits = fit_column(entries, memory=_memory(memory), context=_context(context), manager=manager)
@@ -255,9 +246,8 @@ def catalog_table(entries: "list[CatalogEntry]", fits: dict[str, dict[str, Any]]
 def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> None:
     """Registered models and the catalog's others, each with how it fits this machine."""
     from modelctl import fit as fitting
-    from modelctl.manager import ModelManager
 
-    manager = ModelManager(settings=state.settings, registry=state.registry)
+    manager = state.manager
     system = manager.system_info()
     known = {r["id"] for r in records} | {ref for r in records for ref in r["refs"].values()}
     extra = [e for e in manager.catalog if e.id not in known and not (set(e.refs.values()) & known)]

@@ -27,32 +27,26 @@ def run(
     ] = None,
 ) -> None:
     """Stream a model's answer to PROMPT, or chat with it line by line (Ctrl-D ends)."""
-    from modelctl.manager import ModelManager
-
-    state = _common.state(ctx)
-    manager = ModelManager(settings=state.settings, registry=state.registry)
+    manager = _common.state(ctx).manager  # closed (models unloaded) when the command ends
     given = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "context": context}
     options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    try:
-        if prompt is not None:
-            _answer(manager, model, [{"role": "user", "content": prompt}], raw, options)
-            return
-        history: list[dict[str, str]] = []
-        interactive = sys.stdin.isatty()
-        while True:
-            if interactive:
-                sys.stderr.write(">>> ")
-                sys.stderr.flush()
-            line = sys.stdin.readline()
-            if not line:
-                break
-            if not line.strip():
-                continue
-            history.append({"role": "user", "content": line.rstrip("\n")})
-            reply = _answer(manager, model, history, raw, options)
-            history.append({"role": "assistant", "content": reply})
-    finally:
-        manager.scheduler.unload_all()
+    if prompt is not None:
+        _answer(manager, model, [{"role": "user", "content": prompt}], raw, options)
+        return
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stderr.write(">>> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line.rstrip("\n")})
+        reply = _answer(manager, model, history, raw, options)
+        history.append({"role": "assistant", "content": reply})
 
 
 def _answer(

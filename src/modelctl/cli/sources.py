@@ -20,10 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _manager(ctx: typer.Context) -> "ModelManager":
-    from modelctl.manager import ModelManager
-
-    state = _common.state(ctx)
-    return ModelManager(settings=state.settings, registry=state.registry)
+    return _common.state(ctx).manager
 
 
 def backends(ctx: typer.Context, as_json: JsonOpt = False) -> None:
