@@ -24,6 +24,7 @@ PUBLIC = [
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
+    "InvalidRequest",
     "MemoryEstimate",
     "Model",
     "ModelManager",
@@ -40,6 +41,7 @@ PUBLIC = [
     "Status",
     "SystemInfo",
     "Task",
+    "Usage",
     "__version__",
     "parse_ref",
 ]

@@ -32,9 +32,9 @@ def test_migrations_run_on_open_and_rewrite_records(tmp_path: Path) -> None:
             "upper(json_extract(data, '$.description')))"
         )
 
-    newer = {**MIGRATIONS, 2: step2}
+    newer = {**MIGRATIONS, SCHEMA_VERSION + 1: step2}
     store = Store(path, migrations=newer)
-    assert store.schema_version == 2
+    assert store.schema_version == SCHEMA_VERSION + 1
     assert Registry(store)["a"].description == "OLD WORDS"
     store.close()
     again = Store(path, migrations=newer)  # already current: the step does not run twice
@@ -44,8 +44,8 @@ def test_migrations_run_on_open_and_rewrite_records(tmp_path: Path) -> None:
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.sqlite"
-    Store(path, migrations={**MIGRATIONS, 2: lambda db: None}).close()
-    with pytest.raises(SchemaTooNew, match="schema version 2"):
+    Store(path, migrations={**MIGRATIONS, SCHEMA_VERSION + 1: lambda db: None}).close()
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(path)
 
 

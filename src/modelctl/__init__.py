@@ -29,6 +29,7 @@ _EXPORTS = {
     "InvalidModel": "modelctl.errors",
     "InvalidQuery": "modelctl.errors",
     "InvalidReference": "modelctl.errors",
+    "InvalidRequest": "modelctl.errors",
     "MemoryEstimate": "modelctl.fit",
     "Model": "modelctl.model",
     "ModelManager": "modelctl.manager",
@@ -45,6 +46,7 @@ _EXPORTS = {
     "Status": "modelctl.kinds",
     "SystemInfo": "modelctl.hardware",
     "Task": "modelctl.kinds",
+    "Usage": "modelctl.usage",
     "parse_ref": "modelctl.naming",
 }
 
@@ -59,6 +61,7 @@ __all__ = [
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
+    "InvalidRequest",
     "MemoryEstimate",
     "Model",
     "ModelManager",
@@ -75,6 +78,7 @@ __all__ = [
     "Status",
     "SystemInfo",
     "Task",
+    "Usage",
     "__version__",
     "parse_ref",
 ]
@@ -88,6 +92,7 @@ if TYPE_CHECKING:
         InvalidModel,
         InvalidQuery,
         InvalidReference,
+        InvalidRequest,
         ModelctlError,
         ModelNotFound,
         NotFound,
@@ -99,6 +104,7 @@ if TYPE_CHECKING:
     from modelctl.model import Model, Pricing
     from modelctl.naming import ModelRef, parse_ref
     from modelctl.registry import ImportReport, Registry
+    from modelctl.usage import Usage
 
 
 def __getattr__(name: str) -> Any:

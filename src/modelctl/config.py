@@ -98,16 +98,9 @@ def _positive_int(value: Any) -> int:
 
 def _duration(value: Any) -> float:
     """Seconds, or `5m`, `1h`, `30s`; -1 means forever."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:])
-    try:
-        return float(text[:-1]) * scale if scale else float(text)
-    except ValueError:
-        raise ValueError(
-            "must be seconds, or a duration such as 30s, 5m, 1h (-1: forever)"
-        ) from None
+    from modelctl.units import parse_duration
+
+    return parse_duration(value)
 
 
 def _endpoints(value: Any) -> dict[str, dict[str, str | None]]:
@@ -189,6 +182,12 @@ SETTINGS: dict[str, Setting] = {
             lambda v: None,
             "key clients must send to modelctl's server",
             secret=True,
+        ),
+        Setting(
+            "server",
+            _url,
+            lambda v: "http://127.0.0.1:8765",
+            "modelctl server URL: `serve` binds it, `load`/`unload`/`use`/`ps` talk to it",
         ),
         Setting(
             "ollama_host",

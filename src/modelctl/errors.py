@@ -6,6 +6,7 @@
     ├── InvalidReference (ValueError)  a model reference that parses to nothing
     ├── InvalidModel (ValueError)      a record that fails validation; names the field
     ├── InvalidQuery (ValueError)      a query or a --where expression that cannot be compiled
+    ├── InvalidRequest (ValueError)    a request a model cannot take: an unknown option, say
     ├── Conflict                       an alias, id or group that clashes with what exists
     ├── ImportFailed                   an import file rejected as a whole; names record and field
     ├── ConfigError                    a settings file or value that cannot be used
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidModel",
     "InvalidQuery",
     "InvalidReference",
+    "InvalidRequest",
     "ModelNotFound",
     "ModelctlError",
     "NotFound",
@@ -88,6 +90,12 @@ class InvalidModel(ModelctlError, ValueError):
 
 class InvalidQuery(ModelctlError, ValueError):
     """A query or --where expression that cannot be compiled."""
+
+    exit_code = 2
+
+
+class InvalidRequest(ModelctlError, ValueError):
+    """A request a model cannot take: an unknown option, a malformed message."""
 
     exit_code = 2
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelctl.errors import ModelctlError, NotFound
+from modelctl.errors import InvalidRequest, ModelctlError, NotFound
 from modelctl.model import GENERATION_OPTIONS
+from modelctl.usage import Usage
 
-__all__ = ["make_scheduler", "request", "saved_state"]
+__all__ = ["Meter", "make_scheduler", "request", "saved_state"]
 
 if TYPE_CHECKING:
     from modelctl.manager import ModelManager
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from modelctl.scheduler import Scheduler
 
 STATE_KEY = "scheduler_state"
+# Request fields a runtime takes besides the generation options.
+PASSED_THROUGH = frozenset({"stream", "tools", "tool_choice", "response_format"})
 RESERVE = 1 << 30  # RAM left to everything else when the budget is not set
 
 
@@ -87,7 +90,13 @@ def saved_state(manager: ModelManager) -> dict[str, Any]:
 
 
 def request(
-    manager: ModelManager, kind: str, model: str | None, payload: Any, **options: Any
+    manager: ModelManager,
+    kind: str,
+    model: str | None,
+    payload: Any,
+    *,
+    client: str | None = None,
+    **options: Any,
 ) -> Any:
     scheduler = manager.scheduler
     if model is None:
@@ -106,26 +115,30 @@ def request(
     }
     if kind == "embed":
         load_options.setdefault("embedding", True)
-    unknown = (
-        set(options) - GENERATION_OPTIONS - {"stream", "tools", "tool_choice", "response_format"}
-    )
+    unknown = set(options) - GENERATION_OPTIONS - PASSED_THROUGH
     if unknown:
-        raise ModelctlError(
+        raise InvalidRequest(
             f"unknown option {sorted(unknown)[0]!r}", hint=", ".join(sorted(GENERATION_OPTIONS))
         )
     merged = {**record.defaults, **options}
+    meter = Meter(manager, record, kind, client)
     if options.get("stream"):
-        return _stream(scheduler, model_id, kind, payload, merged, load_options)
-    with scheduler.use(model_id, **load_options) as handle:
-        started = time.monotonic()
-        if kind == "embed":
-            return handle.embed(payload)
-        answer = getattr(handle, kind)(payload, **merged)
-        _record_speed(scheduler, model_id, answer, time.monotonic() - started)
-        return answer
+        return _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
+    try:
+        with scheduler.use(model_id, **load_options) as handle:
+            if kind == "embed":
+                answer = handle.embed(payload)
+            else:
+                answer = getattr(handle, kind)(payload, **merged)
+    except BaseException as exc:
+        meter.finish(error=exc)
+        raise
+    meter.finish(answer=answer)
+    return answer
 
 
 def _stream(
+    meter: Meter,
     scheduler: Scheduler,
     model_id: str,
     kind: str,
@@ -134,21 +147,82 @@ def _stream(
     load: dict[str, Any],
 ) -> Iterator[Any]:
     """Chunks as they come; the model stays held (never evicted) until the stream ends."""
-    with scheduler.use(model_id, **load) as handle:
-        started, count = time.monotonic(), 0
-        for chunk in getattr(handle, kind)(payload, **options):
-            count += 1
-            yield chunk
-        elapsed = time.monotonic() - started
-        if count and elapsed > 0:
-            scheduler.record_speed(model_id, count / elapsed)
+    error: BaseException | None = None
+    try:
+        with scheduler.use(model_id, **load) as handle:
+            for chunk in getattr(handle, kind)(payload, **options):
+                meter.chunk(chunk)
+                yield chunk
+    except BaseException as exc:  # a client that goes away ends the stream: GeneratorExit
+        error = exc
+        raise
+    finally:
+        meter.finish(error=error)
 
 
-def _record_speed(scheduler: Scheduler, model_id: str, answer: Any, elapsed: float) -> None:
-    tokens = (
-        ((answer or {}).get("usage") or {}).get("completion_tokens")
-        if isinstance(answer, dict)
-        else None
-    )
-    if tokens and elapsed > 0:
-        scheduler.record_speed(model_id, tokens / elapsed)
+class Meter:
+    """Measures one request (latency, time to first token, tokens) and records it once."""
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "chat": "chat", "complete": "completion", "embed": "embedding"
+    }  # fmt: skip
+
+    def __init__(self, manager: ModelManager, record: Model, kind: str, client: str | None):
+        self.manager, self.record, self.kind, self.client = manager, record, kind, client
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.tokens_in = self.tokens_out = 0
+        self.usage_seen = False
+        self.done = False
+
+    def chunk(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        usage = chunk.get("usage")
+        if usage:
+            self._usage(usage)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+                if self.first is None:
+                    self.first = time.perf_counter()
+                if not self.usage_seen:
+                    self.tokens_out += 1  # one chunk, one token: what the runtimes stream
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        self.usage_seen = True
+        self.tokens_in = int(usage.get("prompt_tokens") or 0)
+        self.tokens_out = int(usage.get("completion_tokens") or 0)
+
+    def finish(self, *, answer: Any = None, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if isinstance(answer, dict) and answer.get("usage"):
+            self._usage(answer["usage"])
+        latency = time.perf_counter() - self.started
+        pricing = self.record.pricing
+        failed = error is not None and not isinstance(error, GeneratorExit)
+        entry = Usage(
+            model=self.record.id,
+            backend=self.record.backend,
+            kind=self.KINDS.get(self.kind, "other"),
+            client=self.client,
+            latency=latency,
+            ttft=None if self.first is None else self.first - self.started,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            ok=not failed,
+            error=_describe(error) if error is not None else None,
+            cost=pricing.cost(self.tokens_in, self.tokens_out) if pricing else 0.0,
+        )
+        self.manager.usage.record(entry)
+        speed = entry.tokens_per_second
+        if entry.ok and speed:
+            self.manager.scheduler.record_speed(self.record.id, speed)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, GeneratorExit):
+        return "cancelled: the client went away"
+    return str(error) or type(error).__name__

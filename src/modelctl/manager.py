@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from modelctl.model import Model
     from modelctl.scheduler import Scheduler
     from modelctl.sync import SyncReport
+    from modelctl.usage import Ledger, Usage
 
 __all__ = ["ModelManager"]
 
@@ -41,6 +42,7 @@ class ModelManager:
         self._catalog: Catalog | None = None
         self._backends: dict[str, Backend] | None = None
         self._scheduler: Scheduler | None = None
+        self._usage: Ledger | None = None
 
     @property
     def registry(self) -> Registry:
@@ -64,6 +66,8 @@ class ModelManager:
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.close()
+        if self._usage is not None:
+            self._usage.close()
         if self._registry is not None:
             self._registry.close()
 
@@ -243,7 +247,8 @@ class ModelManager:
         )
 
     def chat(self, messages: list[dict[str, Any]], model: str | None = None, **options: Any) -> Any:
-        """OpenAI-shaped chat; loads the model on demand (the current model if none is named)."""
+        """OpenAI-shaped chat; loads the model on demand (the current model if none is named).
+        Recorded in the usage ledger (`client=` names the caller)."""
         from modelctl.lifecycle import request
 
         return request(self, "chat", model, messages, **options)
@@ -253,7 +258,60 @@ class ModelManager:
 
         return request(self, "complete", model, prompt, **options)
 
-    def embed(self, inputs: str | list[str], model: str | None = None) -> list[list[float]]:
+    def embed(
+        self, inputs: str | list[str], model: str | None = None, **options: Any
+    ) -> list[list[float]]:
         from modelctl.lifecycle import request
 
-        return request(self, "embed", model, [inputs] if isinstance(inputs, str) else inputs)
+        batch = [inputs] if isinstance(inputs, str) else inputs
+        return request(self, "embed", model, batch, **options)
+
+    # Usage: what every request cost.
+
+    @property
+    def usage(self) -> Ledger:
+        """The usage ledger in the registry's database (every request is recorded here)."""
+        if self._usage is None:
+            from modelctl.usage import Ledger
+
+            self._usage = Ledger(self.registry.store)
+        return self._usage
+
+    def record_usage(
+        self,
+        model: str,
+        *,
+        latency: float,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        ttft: float | None = None,
+        ok: bool = True,
+        error: str | None = None,
+        kind: str = "chat",
+        client: str | None = None,
+        cost: float | None = None,
+    ) -> Usage:
+        """Record a call made elsewhere (latency in seconds); its cost comes from the model's
+        pricing unless given."""
+        from modelctl.errors import InvalidRequest
+        from modelctl.usage import KINDS, Usage
+
+        if kind not in KINDS:
+            raise InvalidRequest(f"unknown usage kind {kind!r}", hint=", ".join(KINDS))
+        if latency < 0 or tokens_in < 0 or tokens_out < 0 or (ttft is not None and ttft < 0):
+            raise InvalidRequest("latency, ttft and token counts cannot be negative")
+        record = self.registry[model]
+        if cost is None:
+            cost = record.pricing.cost(tokens_in, tokens_out) if record.pricing else 0.0
+        return self.usage.record(
+            Usage(model=record.id, backend=record.backend, kind=kind, client=client,
+                  latency=latency, ttft=ttft, tokens_in=tokens_in, tokens_out=tokens_out,
+                  ok=ok, error=error, cost=cost)
+        )  # fmt: skip
+
+    def usage_stats(
+        self, model: str | None = None, *, since: float | None = None
+    ) -> dict[str, Any]:
+        """Requests, last use, latency (avg, p50, p95), tokens/s, success rate and cost."""
+        model_id = self.registry.resolve(model) if model else None
+        return self.usage.stats(model_id, since=since)

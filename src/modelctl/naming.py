@@ -72,13 +72,13 @@ def parse_ref(text: str) -> ModelRef:
         raise InvalidReference("empty model reference", hint="name a model, e.g. llama3.2:3b")
     if _CONTROL.search(ref):
         raise InvalidReference(f"model reference {text!r} contains control characters")
-    if _looks_like_path(ref):
-        return ModelRef(text, "llamacpp", ref, explicit=False)
     prefix, sep, rest = ref.partition(":")
-    if sep and prefix.lower() in BACKEND_PREFIXES:
+    if sep and prefix.lower() in BACKEND_PREFIXES:  # `hf:org/repo/file.gguf` too
         if not rest.strip():
             raise InvalidReference(f"{text!r} names a backend but no model", hint=f"{prefix}:NAME")
         return ModelRef(text, BACKEND_PREFIXES[prefix.lower()], rest.strip(), explicit=True)
+    if _looks_like_path(ref):
+        return ModelRef(text, "llamacpp", ref, explicit=False)
     head, slash, tail = ref.partition("/")
     if slash and head.lower() in _PROVIDER_SLASH and tail:
         backend = BACKEND_PREFIXES.get(head.lower(), "openai")

@@ -416,6 +416,13 @@ class Scheduler:
         if self.persist is not None:
             self.persist(self.state())
 
+    def save(self) -> dict[str, Any]:
+        """Persist what is loaded and current now; returns it."""
+        saved = self.state()
+        if self.persist is not None:
+            self.persist(saved)
+        return saved
+
     def restore(self, state: dict[str, Any]) -> dict[str, str]:
         """Load what a previous run had loaded; returns the models that failed, with why."""
         failed = {}

@@ -9,6 +9,8 @@ Layout (schema version in `PRAGMA user_version`, migrated on open):
                                   indexed columns (backend, size, …) are generated from `data`
     facets(model_id, facet, value)  list members (tag, task, capability, alias), indexed
     groups(name, …), group_members(group_name, model_id)
+    meta(key, value)              small state: what the scheduler had loaded
+    usage(at, model, latency, tokens_in, tokens_out, cost, …)  one row per request (v2)
 
 Concurrency: WAL mode lets readers run beside one writer; every write is one `BEGIN IMMEDIATE`
 transaction, so a read-modify-write in a transaction cannot lose another process's write.
@@ -85,7 +87,15 @@ def _schema_v1(db: sqlite3.Connection) -> None:
 # version → the step that brings a database from version-1 to it. Steps that change the shape of
 # records rewrite `data` here too, so every record in a store is always in the current shape.
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: dict[int, Migration] = {1: _schema_v1}
+
+
+def _schema_v2(db: sqlite3.Connection) -> None:
+    from modelctl import usage
+
+    usage.schema(db)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

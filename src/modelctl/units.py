@@ -16,6 +16,7 @@ __all__ = [
     "format_parameters",
     "parse_bytes",
     "parse_count",
+    "parse_duration",
     "parse_parameters",
 ]
 
@@ -47,6 +48,27 @@ def parse_bytes(value: str | int | float) -> int:
     if number < 0:
         raise ValueError("a byte size cannot be negative")
     return round(number * scale)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds, or `30s`, `5m`, `1h`; a negative number means forever (Ollama's keep_alive)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration cannot be true or false")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), "")
+        try:
+            seconds = float(text[: len(text) - len(unit)]) * scale.get(unit, 1)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a duration: give seconds, or 30s, 5m, 1h (-1: forever)"
+            ) from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError("a duration must be a finite number")
+    return -1.0 if seconds < 0 else seconds
 
 
 def format_bytes(size: int | None) -> str:

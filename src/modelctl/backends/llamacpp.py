@@ -247,10 +247,14 @@ class LlamaCppHandle(Handle):
             raise NotSupported(
                 f"{self.model_id} has no chat template", hint="use completion (modelctl run --raw)"
             )
-        return self.llm.create_chat_completion(messages=messages, stream=stream, **options)
+        return self.llm.create_chat_completion(
+            messages=messages, stream=stream, model=self.model_id, **options
+        )
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
-        return self.llm.create_completion(prompt=prompt, stream=stream, **options)
+        return self.llm.create_completion(
+            prompt=prompt, stream=stream, model=self.model_id, **options
+        )
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
         if not self.embedding:

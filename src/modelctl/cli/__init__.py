@@ -15,8 +15,10 @@ from modelctl.cli import (
     models,
     organize,
     runtime,
+    server,
     sources,
     transfer,
+    usage,
 )
 from modelctl.errors import ModelctlError
 
@@ -75,6 +77,8 @@ transfer.register(app)
 machine.register(app)
 sources.register(app)
 runtime.register(app)
+server.register(app)
+usage.register(app)
 configure.register(app)
 
 

@@ -1,0 +1,89 @@
+"""`modelctl stats`: what the usage ledger recorded, per model and overall."""
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from modelctl.cli import _common
+from modelctl.cli._common import JsonOpt
+from modelctl.errors import InvalidRequest
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
+
+
+def stats(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="One model (default: every model).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only the last 30m, 24h, 7d…")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Requests, last use, latency (avg, p50, p95), tokens/s, success rate and cost."""
+    manager = _common.state(ctx).manager
+    data = manager.usage_stats(model, since=_since(since))
+    if as_json:
+        _common.emit_json(data)
+        return
+    if not data["overall"]["requests"]:
+        _common.say("no requests recorded" + (f" for {model}" if model else ""))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ("MODEL", "REQUESTS", "OK", "LAST USED", "AVG", "P50", "P95", "TTFT", "TOK/S",
+               "TOKENS IN/OUT", "COST")  # fmt: skip
+    for column in columns:
+        table.add_column(column, no_wrap=True, justify="left" if column == "MODEL" else "right")
+    rows = list(data["models"].items())
+    if len(rows) > 1:
+        rows.append(("(all)", data["overall"]))
+    for name, s in rows:
+        table.add_row(
+            name,
+            f"{s['requests']:,}",
+            f"{s['success_rate']:.0%}",
+            _ago(s["last_used"]),
+            _ms(s["latency_avg_ms"]),
+            _ms(s["latency_p50_ms"]),
+            _ms(s["latency_p95_ms"]),
+            _ms(s["ttft_avg_ms"]),
+            f"{s['tokens_per_second']:.1f}" if s["tokens_per_second"] else "-",
+            f"{s['tokens_in']:,}/{s['tokens_out']:,}",
+            f"{s['cost']:.4f}" if s["cost"] else "0",
+        )
+    _common.console().print(table)
+
+
+def _since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from modelctl.units import parse_duration
+
+    days = text.strip().lower()
+    try:
+        seconds = float(days[:-1]) * 86400 if days.endswith("d") else parse_duration(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"--since: {exc}", hint="e.g. 30m, 24h, 7d") from None
+    if seconds < 0:
+        raise InvalidRequest("--since must be a positive duration", hint="e.g. 30m, 24h, 7d")
+    return time.time() - seconds
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def _ago(stamp: Any) -> str:
+    if not stamp:
+        return "-"
+    seconds = max(0.0, time.time() - float(stamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"

@@ -1,0 +1,201 @@
+"""The app factory, the server's shared state, authentication and `serve`."""
+
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from modelctl import __version__
+from modelctl.errors import ConfigError
+from modelctl.manager import ModelManager
+from modelctl.server import errors
+from modelctl.server.jobs import Jobs
+from modelctl.server.metrics import Metrics
+
+__all__ = ["ServerState", "check_bind", "create_app", "is_loopback", "serve"]
+
+log = logging.getLogger("modelctl.server")
+
+
+@dataclass
+class ServerState:
+    """What every route shares: the manager, install jobs, metrics."""
+
+    manager: ModelManager
+    jobs: Jobs
+    metrics: Metrics
+    api_key: str | None = None
+    started: float = field(default_factory=time.time)
+    restored: dict[str, str] = field(default_factory=dict)  # models that failed to come back
+
+    def resolve(self, ref: str) -> str:
+        """A model id from a client's name: aliases, references, and Ollama's `:latest`."""
+        registry = self.manager.registry
+        try:
+            return registry.resolve(ref)
+        except KeyError:
+            if ref.endswith(":latest"):
+                return registry.resolve(ref.removesuffix(":latest"))
+            raise
+
+
+def state(request: Request) -> ServerState:
+    return request.app.state.ctl
+
+
+def client_name(request: Request, user: str | None = None) -> str | None:
+    """Who is asking, for the usage ledger: a header, the body's `user`, or the user agent."""
+    named = request.headers.get("x-modelctl-client") or user
+    if named:
+        return named[:128]
+    agent = request.headers.get("user-agent")
+    return agent.split(" ", 1)[0][:128] if agent else None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this machine without a key."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"refusing to serve on {host} without an API key: anyone who can reach it could use it",
+            hint="set MODELCTL_API_KEY, or bind 127.0.0.1",
+        )
+
+
+_bearer = HTTPBearer(auto_error=False, description="MODELCTL_API_KEY, when the server has one")
+
+
+def _authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> None:
+    key = state(request).api_key
+    if key is None:
+        return
+    given = credentials.credentials if credentials else request.headers.get("x-api-key", "")
+    if not secrets.compare_digest(given.encode(), key.encode()):
+        raise errors.Unauthorized(
+            "missing or wrong API key", hint="send Authorization: Bearer $MODELCTL_API_KEY"
+        )
+
+
+def create_app(
+    manager: ModelManager,
+    *,
+    api_key: str | None = None,
+    restore: bool = True,
+    reaper_interval: float | None = 1.0,
+) -> FastAPI:
+    """The server for `manager`: management API, OpenAI- and Ollama-compatible APIs, metrics.
+
+    On start it restores what the last run had loaded (`restore`) and starts the keep-alive
+    reaper; on stop it cancels install jobs and unloads every model.
+    """
+    from modelctl.server import management, ollama_api, openai_api
+
+    ctl = ServerState(
+        manager=manager, jobs=Jobs(manager), metrics=Metrics(manager), api_key=api_key
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = manager.scheduler
+        if restore:
+            from modelctl.lifecycle import saved_state
+
+            ctl.restored = scheduler.restore(saved_state(manager))
+            for model, reason in ctl.restored.items():
+                log.warning("could not restore %s: %s", model, reason)
+        if reaper_interval:
+            scheduler.start_reaper(reaper_interval)
+        yield
+        ctl.jobs.close()
+        manager.usage.flush()
+
+    app = FastAPI(
+        title="modelctl",
+        version=__version__,
+        summary="One control plane for every AI model: management, OpenAI- and Ollama-compatible "
+        "APIs over every model, local or remote.",
+        lifespan=lifespan,
+        dependencies=[Depends(_authenticate)],
+    )
+    app.state.ctl = ctl
+    errors.install(app)
+    app.include_router(management.router)
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)
+
+    @app.get("/", response_class=PlainTextResponse, tags=["server"])
+    def root() -> str:
+        """Ollama's clients check that the server answers here."""
+        return "modelctl is running\n"
+
+    @app.head("/", include_in_schema=False)
+    def root_head() -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    @app.get("/health", tags=["server"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "uptime": time.time() - ctl.started}
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["server"])
+    def metrics() -> PlainTextResponse:
+        """Prometheus metrics: requests, latency, tokens, cost, loaded models, memory."""
+        data, content_type = ctl.metrics.render()
+        return PlainTextResponse(data, media_type=content_type)
+
+    return app
+
+
+def serve(
+    manager: ModelManager,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    api_key: str | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Run the server until interrupted (uvicorn, one process)."""
+    import uvicorn
+
+    check_bind(host, api_key)
+    sock = listen(host, port)
+    app = create_app(manager, api_key=api_key)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=30
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one clear line."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="is another server running there? pick another --port",
+        ) from None
+    sock.set_inheritable(True)
+    return sock

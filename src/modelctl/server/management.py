@@ -1,0 +1,498 @@
+"""The management API, `/api/v1`: every operation of the library over HTTP.
+
+Model ids hold `/` and `:` (`Qwen/Qwen2.5-0.5B-Instruct`, `llama3.2:3b`): they go in paths as
+they are (`/api/v1/models/Qwen/Qwen2.5-0.5B-Instruct`); actions on a model take it in the body.
+"""
+
+import contextlib
+import json
+import queue
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelctl import __version__
+from modelctl.errors import InvalidRequest
+from modelctl.kinds import Capability, Purpose, SizeClass, Task
+from modelctl.server.app import ServerState, state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["management"])
+
+ModelPath = Annotated[str, "a model id, alias or reference; `/` and `:` as they are"]
+
+
+def _ctl(request: Request) -> ServerState:
+    return state(request)
+
+
+def _record(ctl: ServerState, ref: str) -> dict[str, Any]:
+    record = ctl.manager.registry.store.get(ctl.resolve(ref))
+    assert record is not None
+    return record
+
+
+# ---------------------------------------------------------------------- the registry
+
+
+@router.get("/models")
+def list_models(
+    request: Request,
+    where: Annotated[
+        list[str] | None, Query(description="`context_length>=8k`, `tags~prod`; repeatable")
+    ] = None,
+    backend: list[str] | None = Query(None),
+    task: Task | None = None,
+    capability: Capability | None = None,
+    size: SizeClass | None = None,
+    purpose: Purpose | None = None,
+    tag: Annotated[list[str] | None, Query(description="all of these tags")] = None,
+    group: str | None = None,
+    installed: bool | None = None,
+    local: bool | None = None,
+    order_by: str | None = Query(None, description="a field; `-field` for descending"),
+    limit: int | None = Query(None, ge=0, le=100_000),
+) -> JSONResponse:
+    """Models matching the filters and `where` expressions (the query language)."""
+    from modelctl.query import parse_where
+
+    clauses = [parse_where(w) for w in where or ()]
+    query = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
+    given = {
+        "backend": backend, "task": task and task.value, "size": size and size.value,
+        "capability": capability and capability.value, "purpose": purpose and purpose.value,
+        "tags": tag, "group": group, "installed": installed, "local": local,
+    }  # fmt: skip
+    records = _ctl(request).manager.registry.records(query, order_by=order_by, limit=limit, **given)
+    return JSONResponse({"models": records, "count": len(records)})
+
+
+@router.post("/models", status_code=201)
+def add_model(record: dict[str, Any], request: Request, replace: bool = False) -> dict[str, Any]:
+    """Register a model record (`replace=true` overwrites one with the same id)."""
+    return _ctl(request).manager.add_model(record, replace=replace).to_dict()
+
+
+class ModelChanges(BaseModel):
+    """What to change; lists are added to or removed from, `custom` and `defaults` merged
+    (a null value removes that key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add_tags: list[str] = Field(default_factory=list)
+    remove_tags: list[str] = Field(default_factory=list)
+    add_aliases: list[str] = Field(default_factory=list)
+    remove_aliases: list[str] = Field(default_factory=list)
+    add_groups: list[str] = Field(default_factory=list)
+    remove_groups: list[str] = Field(default_factory=list)
+    custom: dict[str, Any] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="other record fields: description, pricing, …"
+    )
+
+
+@router.get("/models/{ref:path}")
+def get_model(ref: ModelPath, request: Request) -> dict[str, Any]:
+    """One model's record, with its groups."""
+    ctl = _ctl(request)
+    record = _record(ctl, ref)
+    return record | {"groups": ctl.manager.registry.groups_of(record["id"])}
+
+
+@router.patch("/models/{ref:path}")
+def update_model(ref: ModelPath, changes: ModelChanges, request: Request) -> dict[str, Any]:
+    """Tags, aliases, groups, custom metadata, default parameters and fields, in one
+    transaction: all of it, or (on any error) none of it."""
+    ctl = _ctl(request)
+    registry = ctl.manager.registry
+    model_id = ctl.resolve(ref)
+    with registry.store.transaction():
+        if changes.add_tags:
+            registry.tag(model_id, *changes.add_tags)
+        if changes.remove_tags:
+            registry.untag(model_id, *changes.remove_tags)
+        for alias in changes.remove_aliases:
+            registry.unalias(alias)
+        for alias in changes.add_aliases:
+            registry.alias(alias, model_id)
+        for name in changes.add_groups:
+            registry.group(name, model_id)
+        for name in changes.remove_groups:
+            registry.ungroup(name, model_id)
+        for key, value in changes.custom.items():
+            if value is None:
+                registry.unset_custom(model_id, key)
+            else:
+                registry.set_custom(model_id, key, value)
+        if changes.defaults:
+            ctl.manager.update_model_parameters(model_id, **changes.defaults)
+        if changes.fields:
+            if "id" in changes.fields:
+                raise InvalidRequest("fields.id: a model's id cannot change")
+            registry.update(model_id, **changes.fields)
+    return get_model(model_id, request)
+
+
+@router.delete("/models/{ref:path}")
+def delete_model(
+    ref: ModelPath,
+    request: Request,
+    dry_run: bool = False,
+    forget: bool = Query(False, description="also drop the record (else it stays, not installed)"),
+) -> dict[str, Any]:
+    """Delete a model's files through its backend (unloading it first), as a plan with
+    `dry_run`; `forget` removes the record too (a model with no files: the record only)."""
+    ctl = _ctl(request)
+    model_id = ctl.resolve(ref)
+    manager = ctl.manager
+    record = manager.registry.store.get(model_id) or {}
+    plan = None
+    if record.get("installed") and record.get("backend") in _DELETABLE:
+        if not dry_run:
+            manager.unload(model_id)
+        plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()
+    if forget and not dry_run:
+        del manager.registry[model_id]
+    return {"model": model_id, "plan": plan, "forgotten": forget and not dry_run}
+
+
+_DELETABLE = frozenset({"ollama", "llamacpp", "huggingface", "lmstudio", "mlx"})
+
+
+@router.get("/groups")
+def groups(request: Request) -> dict[str, Any]:
+    return _ctl(request).manager.registry.groups()
+
+
+@router.get("/export")
+def export(request: Request) -> dict[str, Any]:
+    """The registry as an export document (secrets never included)."""
+    return _ctl(request).manager.export_metadata()
+
+
+class ImportRequest(BaseModel):
+    document: dict[str, Any] | list[Any]
+    replace: bool = False
+    dry_run: bool = False
+
+
+@router.post("/import")
+def import_(payload: ImportRequest, request: Request) -> dict[str, Any]:
+    """Import an export document: all of it or, on the first bad record, none of it."""
+    report = _ctl(request).manager.import_metadata(
+        payload.document, replace=payload.replace, dry_run=payload.dry_run
+    )
+    return report.to_dict()
+
+
+# ---------------------------------------------------------------------- fit
+
+
+@router.get("/system")
+def system(request: Request) -> dict[str, Any]:
+    """This machine: OS, CPU, RAM, GPUs with VRAM, disk."""
+    return _ctl(request).manager.system_info().to_dict()
+
+
+@router.get("/compatibility/{ref:path}")
+def compatibility(
+    ref: ModelPath,
+    request: Request,
+    memory: str | None = Query(None, description="fit into this (8G, 16GB) instead of here"),
+    context: int | None = Query(None, ge=1, le=10_000_000),
+    quantization: str | None = None,
+) -> dict[str, Any]:
+    """Will a model (registered, in the catalog, or a GGUF path) fit: level, estimate, reason."""
+    return (
+        _ctl(request)
+        .manager.check_compatibility(
+            ref, _bytes(memory), context=context, quantization=quantization
+        )
+        .to_dict()
+    )
+
+
+@router.get("/recommend")
+def recommend(
+    request: Request,
+    memory: str | None = None,
+    priority: Literal["speed", "balanced", "quality"] = "balanced",
+    task: Task = Task.CHAT,
+    context: int | None = Query(None, ge=1, le=10_000_000),
+) -> dict[str, Any]:
+    """The best catalog model for a memory size (or this machine), priority and task."""
+    return (
+        _ctl(request)
+        .manager.recommend_model(_bytes(memory), priority, task=task.value, context=context)
+        .to_dict()
+    )
+
+
+def _bytes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from modelctl.units import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"memory: {exc}") from None
+
+
+@router.get("/capabilities/{ref:path}")
+def capabilities(ref: ModelPath, request: Request) -> dict[str, Any]:
+    """What a model can do, as registered (declared by its backend or its metadata)."""
+    record = _record(_ctl(request), ref)
+    return {"model": record["id"], "capabilities": record.get("capabilities") or [],
+            "tasks": record.get("tasks") or []}  # fmt: skip
+
+
+# ---------------------------------------------------------------------- backends
+
+
+@router.get("/backends")
+def backends(request: Request) -> list[dict[str, Any]]:
+    """Every backend: reachable or not, version, model count, what to do when it is not."""
+    return [s.to_dict() for s in _ctl(request).manager.check_backend_status()]
+
+
+class SyncRequest(BaseModel):
+    only: list[str] | None = Field(None, description="these backends (default: all)")
+
+
+@router.post("/sync")
+def sync(request: Request, payload: SyncRequest | None = None) -> dict[str, Any]:
+    """Discover what each backend has, and bring the registry in step."""
+    only = payload.only if payload else None
+    ctl = _ctl(request)
+    for name in only or ():
+        ctl.manager.backend(name)  # an unknown name is a 404, not a silent no-op
+    return ctl.manager.sync(only=only).to_dict()
+
+
+# ---------------------------------------------------------------------- installs
+
+
+class InstallRequest(BaseModel):
+    model: str = Field(min_length=1, max_length=512)
+    backend: str | None = None
+    quantization: str | None = None
+    force: bool = False
+
+
+@router.post("/installs", status_code=202)
+def start_install(payload: InstallRequest, request: Request) -> dict[str, Any]:
+    """Start an install job; follow it at `/installs/{id}` or `/installs/{id}/events`."""
+    options = payload.model_dump(exclude={"model"}, exclude_none=True)
+    return _ctl(request).jobs.start(payload.model, **options).to_dict()
+
+
+@router.get("/installs")
+def list_installs(request: Request) -> list[dict[str, Any]]:
+    return [j.to_dict() for j in _ctl(request).jobs.list()]
+
+
+@router.get("/installs/{job_id}")
+def get_install(job_id: str, request: Request) -> dict[str, Any]:
+    return _ctl(request).jobs.get(job_id).to_dict()
+
+
+@router.delete("/installs/{job_id}")
+def cancel_install(job_id: str, request: Request) -> dict[str, Any]:
+    """Cancel a job; the download stops at its next progress report (resumable later)."""
+    return _ctl(request).jobs.cancel(job_id).to_dict()
+
+
+@router.get("/installs/{job_id}/events")
+def install_events(job_id: str, request: Request) -> StreamingResponse:
+    """The job's progress as server-sent events, until it finishes."""
+    ctl = _ctl(request)
+    job = ctl.jobs.get(job_id)
+    events = (_sse(e["state"], e) for e in ctl.jobs.follow(job))
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+def _sse(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+# ---------------------------------------------------------------------- loaded models
+
+
+class LoadRequest(BaseModel):
+    model: str = Field(min_length=1, max_length=512)
+    keep_alive: float | str | None = Field(None, description="seconds or 5m, 1h; -1 forever")
+    pin: bool | None = None
+    priority: int | None = None
+    context: int | None = Field(None, ge=16, le=10_000_000)
+    gpu_layers: int | None = Field(None, ge=-1)
+
+    def options(self) -> dict[str, Any]:
+        given = self.model_dump(exclude={"model"}, exclude_none=True)
+        if "keep_alive" in given:
+            from modelctl.units import parse_duration
+
+            try:
+                given["keep_alive"] = parse_duration(given["keep_alive"])
+            except ValueError as exc:
+                raise InvalidRequest(f"keep_alive: {exc}") from None
+        return given
+
+
+@router.get("/loaded")
+def loaded(request: Request) -> dict[str, Any]:
+    """Loaded models (size, device, expiry, requests in flight), memory used and the budget."""
+    manager = _ctl(request).manager
+    scheduler = manager.scheduler
+    return {
+        "models": manager.loaded(),
+        "current": scheduler.current,
+        "used": scheduler.used(),
+        "budget": scheduler.budget,
+        "max_loaded": scheduler.max_loaded,
+    }
+
+
+@router.post("/loaded")
+def load(payload: LoadRequest, request: Request) -> dict[str, Any]:
+    """Load a model (waits until it is ready); pin, priority and keep-alive apply."""
+    ctl = _ctl(request)
+    return ctl.manager.load(ctl.resolve(payload.model), **payload.options())
+
+
+@router.delete("/loaded")
+def unload_all(request: Request) -> dict[str, Any]:
+    return {"unloaded": _ctl(request).manager.unload(all=True)}
+
+
+@router.post("/loaded/least-used")
+def unload_least_used(request: Request) -> dict[str, Any]:
+    """Unload the least recently used idle, unpinned model, if there is one."""
+    unloaded = _ctl(request).manager.unload_least_used()
+    return {"unloaded": [unloaded] if unloaded else []}
+
+
+@router.delete("/loaded/{ref:path}")
+def unload(ref: ModelPath, request: Request) -> dict[str, Any]:
+    """Unload a model once its requests in flight finish."""
+    ctl = _ctl(request)
+    return {"unloaded": ctl.manager.unload(ctl.resolve(ref))}
+
+
+@router.get("/current")
+def current(request: Request) -> dict[str, Any]:
+    return {"current": _ctl(request).manager.current()}
+
+
+@router.put("/current")
+def switch(payload: LoadRequest, request: Request) -> dict[str, Any]:
+    """Switch: load if needed, and make it the current model."""
+    ctl = _ctl(request)
+    return ctl.manager.switch_model(ctl.resolve(payload.model), **payload.options())
+
+
+@router.post("/state")
+def save_state(request: Request) -> dict[str, Any]:
+    """Save what is loaded and current now (restored on the server's next start)."""
+    return _ctl(request).manager.scheduler.save()
+
+
+# ---------------------------------------------------------------------- usage
+
+
+class UsageRecord(BaseModel):
+    """A call made elsewhere, for the ledger."""
+
+    model: str = Field(min_length=1, max_length=512)
+    latency: float = Field(ge=0, le=86_400, description="seconds")
+    tokens_in: int = Field(0, ge=0)
+    tokens_out: int = Field(0, ge=0)
+    ttft: float | None = Field(None, ge=0, le=86_400)
+    ok: bool = True
+    error: str | None = None
+    kind: Literal["chat", "completion", "embedding", "other"] = "chat"
+    client: str | None = None
+    cost: float | None = Field(None, ge=0)
+
+
+@router.post("/usage", status_code=201)
+def record_usage(payload: UsageRecord, request: Request) -> dict[str, Any]:
+    ctl = _ctl(request)
+    data = payload.model_dump()
+    model = ctl.resolve(data.pop("model"))
+    usage = ctl.manager.record_usage(model, **data)
+    return {"model": usage.model, "cost": usage.cost, "at": usage.at}
+
+
+@router.get("/usage")
+def usage_rows(
+    request: Request,
+    model: str | None = None,
+    since: float | None = Query(None, description="unix seconds"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> list[dict[str, Any]]:
+    """The most recent requests, newest first."""
+    ctl = _ctl(request)
+    return ctl.manager.usage.rows(ctl.resolve(model) if model else None, since=since, limit=limit)
+
+
+@router.get("/stats")
+def stats(
+    request: Request,
+    model: str | None = None,
+    since: float | None = Query(None, description="unix seconds"),
+) -> dict[str, Any]:
+    """Per model and overall: requests, last use, latency avg/p50/p95, tokens/s, cost."""
+    ctl = _ctl(request)
+    return ctl.manager.usage_stats(ctl.resolve(model) if model else None, since=since)
+
+
+# ---------------------------------------------------------------------- events
+
+
+@router.get("/events")
+def events(request: Request, recent: bool = Query(True, description="replay recent events")):
+    """Scheduler events (loading, loaded, failed, switched, unloaded, evicted) as server-sent
+    events, as they happen."""
+    bus = _ctl(request).manager.events
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
+    backlog = list(bus.recent) if recent else []
+
+    def deliver(event: Any) -> None:
+        # a reader that stopped reading loses events; it never stalls a load
+        with contextlib.suppress(queue.Full):
+            inbox.put_nowait(event)
+
+    unsubscribe = bus.on("*", deliver)
+
+    def stream() -> Iterator[str]:
+        try:
+            for event in backlog:
+                yield _sse(event.name, event.to_dict())
+            while True:
+                try:
+                    event = inbox.get(timeout=15)
+                except queue.Empty:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _sse(event.name, event.to_dict())
+        finally:
+            unsubscribe()
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/status")
+def server_status(request: Request) -> Response:
+    """The server: version, uptime, models restored at start (or why not)."""
+    ctl = _ctl(request)
+    return JSONResponse(
+        {"version": __version__, "uptime": time.time() - ctl.started,
+         "restore_failed": ctl.restored, "home": str(ctl.manager.home)}
+    )  # fmt: skip

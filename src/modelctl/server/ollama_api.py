@@ -1,0 +1,423 @@
+"""The Ollama-compatible API, `/api`: tags, show, chat, generate, embed, ps, pull, delete, version.
+
+Ollama's clients and the apps built on them (Open WebUI, …) talk to modelctl as to an Ollama
+daemon: the same bodies, newline-delimited JSON streams (streaming is the default), durations in
+nanoseconds, and `{"error": "…"}` on failure. Every registered model is listed, local or remote.
+"""
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelctl import __version__
+from modelctl.errors import InvalidRequest, ModelctlError
+from modelctl.server.app import ServerState, client_name, state
+from modelctl.server.openai_api import usable
+from modelctl.units import format_parameters, parse_duration
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["ollama"])
+
+NDJSON = "application/x-ndjson"
+# Ollama's option names → the OpenAI-shaped ones every runtime takes
+OPTION_NAMES = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "num_predict": "max_tokens",
+    "stop": "stop", "seed": "seed", "repeat_penalty": "repeat_penalty", "min_p": "min_p",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+}  # fmt: skip
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=512)
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class ChatRequest(_Request):
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class GenerateRequest(_Request):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+
+
+class EmbedRequest(_Request):
+    input: str | list[str]
+
+
+class LegacyEmbedRequest(_Request):
+    prompt: str
+
+
+class ModelRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, min_length=1, max_length=512)
+    name: str | None = Field(None, min_length=1, max_length=512, description="older clients")
+    stream: bool = True
+
+    def ref(self) -> str:
+        if not (self.model or self.name):
+            raise InvalidRequest("model: required")
+        return self.model or self.name  # type: ignore[return-value]
+
+
+def _options(payload: _Request, *, stream: bool) -> dict[str, Any]:
+    given = payload.options or {}
+    options: dict[str, Any] = {OPTION_NAMES[k]: v for k, v in given.items() if k in OPTION_NAMES}
+    if "num_ctx" in given:
+        options["context"] = given["num_ctx"]
+    if payload.keep_alive is not None:
+        try:
+            options["keep_alive"] = parse_duration(payload.keep_alive)
+        except ValueError as exc:
+            raise InvalidRequest(f"keep_alive: {exc}") from None
+    fmt = getattr(payload, "format", None)
+    if fmt == "json":
+        options["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        options["response_format"] = {"type": "json_object", "schema": fmt}
+    if getattr(payload, "tools", None):
+        options["tools"] = payload.tools  # type: ignore[attr-defined]
+    options["stream"] = stream
+    return options
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _lifecycle_only(ctl: ServerState, model_id: str, options: dict[str, Any], kind: str) -> Any:
+    """An empty prompt loads the model; with keep_alive 0 it unloads it (Ollama's convention)."""
+    keep_alive = options.get("keep_alive")
+    if keep_alive == 0:
+        ctl.manager.unload(model_id)
+        reason = "unload"
+    else:
+        load = {k: options[k] for k in ("keep_alive", "context") if k in options}
+        ctl.manager.load(model_id, **load)
+        reason = "load"
+    done: dict[str, Any] = {"model": model_id, "created_at": _now(), "done": True}
+    done["done_reason"] = reason
+    if kind == "chat":
+        done["message"] = {"role": "assistant", "content": ""}
+    else:
+        done["response"] = ""
+    return JSONResponse(done)
+
+
+@router.post("/chat")
+def chat(payload: ChatRequest, request: Request) -> Response:
+    """A chat turn; streams newline-delimited JSON unless `stream: false`."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.model)
+    options = _options(payload, stream=payload.stream)
+    if not payload.messages:
+        return _lifecycle_only(ctl, model_id, options, "chat")
+    messages = [_message_in(m) for m in payload.messages]
+    started = time.perf_counter_ns()
+    answer = ctl.manager.chat(messages, model_id, client=client_name(request), **options)
+    return _reply(answer, model_id, "chat", started, payload.stream)
+
+
+@router.post("/generate")
+def generate(payload: GenerateRequest, request: Request) -> Response:
+    """A completion: through the chat template, or as is with `raw: true`."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.model)
+    options = _options(payload, stream=payload.stream)
+    if not payload.prompt:
+        return _lifecycle_only(ctl, model_id, options, "generate")
+    started = time.perf_counter_ns()
+    client = client_name(request)
+    if payload.raw:
+        answer = ctl.manager.complete(payload.prompt, model_id, client=client, **options)
+        return _reply(answer, model_id, "generate", started, payload.stream)
+    messages = [{"role": "user", "content": payload.prompt}]
+    if payload.system:
+        messages.insert(0, {"role": "system", "content": payload.system})
+    answer = ctl.manager.chat(messages, model_id, client=client, **options)
+    return _reply(answer, model_id, "generate", started, payload.stream)
+
+
+def _message_in(message: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's message → OpenAI's (tool calls carry arguments as a JSON string there)."""
+    out = {k: v for k, v in message.items() if k in ("role", "content", "tool_calls", "name")}
+    if "role" not in out:
+        raise InvalidRequest("messages: every message needs a role")
+    for call in out.get("tool_calls") or ():
+        function = call.get("function") or {}
+        if isinstance(function.get("arguments"), dict):
+            function["arguments"] = json.dumps(function["arguments"])
+    return out
+
+
+def _tool_calls_out(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if not calls:
+        return None
+    out = []
+    for call in calls:
+        function = dict(call.get("function") or {})
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                function["arguments"] = json.loads(arguments or "{}")
+            except json.JSONDecodeError:
+                function["arguments"] = {}
+        out.append({"function": function})
+    return out
+
+
+def _piece(chunk: dict[str, Any], kind: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    """(text, tool calls, finish reason) of one OpenAI-shaped chunk or answer."""
+    choice = (chunk.get("choices") or [{}])[0]
+    finish = choice.get("finish_reason")
+    if "delta" in choice:
+        delta = choice["delta"] or {}
+        return delta.get("content") or "", delta.get("tool_calls"), finish
+    if "message" in choice:
+        message = choice["message"] or {}
+        return message.get("content") or "", message.get("tool_calls"), finish
+    return choice.get("text") or "", None, finish
+
+
+def _line(model_id: str, kind: str, text: str, calls: Any, done: bool) -> dict[str, Any]:
+    line: dict[str, Any] = {"model": model_id, "created_at": _now()}
+    if kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        tool_calls = _tool_calls_out(calls)
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        line["message"] = message
+    else:
+        line["response"] = text
+    line["done"] = done
+    return line
+
+
+def _final(line: dict[str, Any], started: int, usage: dict[str, Any], finish: str | None) -> None:
+    total = time.perf_counter_ns() - started
+    line |= {
+        "done_reason": "length" if finish == "length" else "stop",
+        "total_duration": total,
+        "load_duration": 0,
+        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+        "prompt_eval_duration": 0,
+        "eval_count": int(usage.get("completion_tokens") or 0),
+        "eval_duration": total,
+    }
+
+
+def _reply(answer: Any, model_id: str, kind: str, started: int, stream: bool) -> Response:
+    if not stream:
+        text, calls, finish = _piece(answer, kind)
+        line = _line(model_id, kind, text, calls, True)
+        _final(line, started, answer.get("usage") or {}, finish)
+        return JSONResponse(line)
+    chunks = iter(answer)
+    first = next(chunks, None)  # the model loads here: a failure is still a plain HTTP error
+    return StreamingResponse(_lines(first, chunks, model_id, kind, started), media_type=NDJSON)
+
+
+def _lines(
+    first: Any, chunks: Iterator[Any], model_id: str, kind: str, started: int
+) -> Iterator[str]:
+    count, finish, usage = 0, None, {}
+    try:
+        for chunk in _chain(first, chunks):
+            text, calls, finish = _piece(chunk, kind)
+            usage = chunk.get("usage") or usage
+            if text or calls:
+                count += 1
+                yield json.dumps(_line(model_id, kind, text, calls, False)) + "\n"
+    except ModelctlError as exc:
+        yield json.dumps({"error": exc.message}) + "\n"
+        return
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    line = _line(model_id, kind, "", None, True)
+    _final(line, started, usage or {"completion_tokens": count}, finish)
+    yield json.dumps(line) + "\n"
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+@router.post("/embed")
+def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
+    """Embeddings for one text or a list."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.model)
+    texts = [payload.input] if isinstance(payload.input, str) else payload.input
+    if not texts:
+        raise InvalidRequest("input: give at least one text")
+    started = time.perf_counter_ns()
+    vectors = ctl.manager.embed(texts, model_id, client=client_name(request))
+    total = time.perf_counter_ns() - started
+    return JSONResponse(
+        {"model": model_id, "embeddings": vectors, "total_duration": total, "load_duration": 0}
+    )
+
+
+@router.post("/embeddings")
+def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONResponse:
+    """The older endpoint: one prompt, one `embedding`."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.model)
+    vectors = ctl.manager.embed([payload.prompt], model_id, client=client_name(request))
+    return JSONResponse({"embedding": vectors[0]})
+
+
+def _details(record: dict[str, Any]) -> dict[str, Any]:
+    fmt = "gguf" if record.get("backend") in ("llamacpp", "ollama", "lmstudio") else ""
+    family = record.get("family") or record.get("architecture") or ""
+    params = record.get("parameters")
+    return {
+        "parent_model": "",
+        "format": fmt,
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": format_parameters(params) if params else "",
+        "quantization_level": record.get("quantization") or "",
+    }
+
+
+def _listed(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": record["id"],
+        "model": record["id"],
+        "modified_at": record.get("updated_at") or record.get("created_at") or _now(),
+        "size": record.get("file_size") or 0,
+        "digest": record.get("digest") or "",
+        "details": _details(record),
+    }
+
+
+@router.get("/tags")
+def tags(request: Request) -> JSONResponse:
+    """Every model a request can name: installed ones, and those served elsewhere."""
+    return JSONResponse({"models": [_listed(r) for r in usable(state(request))]})
+
+
+@router.get("/ps")
+def ps(request: Request) -> JSONResponse:
+    """Models loaded now, with size, VRAM and when they expire."""
+    ctl = state(request)
+    now = datetime.now(UTC)
+    models = []
+    for slot in ctl.manager.loaded():
+        if slot["state"] != "loaded":
+            continue
+        record = ctl.manager.registry.store.get(slot["model"]) or {"id": slot["model"]}
+        expires = slot["expires_in"]
+        until = now + timedelta(days=3650) if expires is None else now + timedelta(seconds=expires)
+        models.append(
+            _listed(record)
+            | {
+                "size": slot["size"],
+                "size_vram": slot["size"] if slot["device"] == "gpu" else 0,
+                "expires_at": until.isoformat().replace("+00:00", "Z"),
+                "context_length": (slot.get("options") or {}).get("context")
+                or record.get("context_length"),
+            }
+        )
+    return JSONResponse({"models": models})
+
+
+_CAPABILITIES = {
+    "chat": "completion", "completion": "completion", "embeddings": "embedding", "tools": "tools",
+    "vision": "vision", "reasoning": "thinking",
+}  # fmt: skip
+
+
+@router.post("/show")
+def show(payload: ModelRequest, request: Request) -> JSONResponse:
+    """A model's details, parameters, template and capabilities."""
+    ctl = state(request)
+    record = ctl.manager.registry.store.get(ctl.resolve(payload.ref()))
+    assert record is not None
+    defaults = record.get("defaults") or {}
+    names = {v: k for k, v in OPTION_NAMES.items()}
+    parameters = "\n".join(f"{names.get(k, k)} {v}" for k, v in sorted(defaults.items()))
+    info: dict[str, Any] = {}
+    family = record.get("family") or record.get("architecture")
+    if family:
+        info["general.architecture"] = family
+    if record.get("parameters"):
+        info["general.parameter_count"] = record["parameters"]
+    if record.get("context_length") and family:
+        info[f"{family}.context_length"] = record["context_length"]
+    declared = record.get("capabilities") or ()
+    capabilities = sorted({_CAPABILITIES[c] for c in declared if c in _CAPABILITIES})
+    return JSONResponse(
+        {
+            "modelfile": f"# served by modelctl\nFROM {record['id']}\n",
+            "parameters": parameters,
+            "template": (record.get("custom") or {}).get("chat_template") or "",
+            "details": _details(record),
+            "model_info": info,
+            "capabilities": capabilities,
+            "modified_at": record.get("updated_at") or _now(),
+        }
+    )
+
+
+@router.post("/pull")
+def pull(payload: ModelRequest, request: Request) -> Response:
+    """Install a model; streams progress lines as Ollama does unless `stream: false`."""
+    ctl = state(request)
+    job = ctl.jobs.start(payload.ref())
+    if not payload.stream:
+        ctl.jobs.wait(job)
+        if job.state != "done":
+            return JSONResponse({"error": job.error}, status_code=job.http_status or 500)
+        return JSONResponse({"status": "success"})
+
+    def lines() -> Iterator[str]:
+        for event in ctl.jobs.follow(job):
+            if event["state"] in ("failed", "cancelled"):
+                yield json.dumps({"error": event["error"] or event["state"]}) + "\n"
+                return
+            line: dict[str, Any] = {"status": event["status"]}
+            if event["total"]:
+                line |= {"digest": event["model"], "total": event["total"]}
+                line["completed"] = event["completed"] or 0
+            yield json.dumps(line) + "\n"
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+@router.delete("/delete")
+def delete(payload: ModelRequest, request: Request) -> Response:
+    """Delete a model's files (it is unloaded first); the record stays, not installed."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.ref())
+    ctl.manager.unload(model_id)
+    ctl.manager.delete_model(model_id)
+    return Response(status_code=200)
+
+
+@router.get("/version")
+def version() -> dict[str, str]:
+    return {"version": __version__}

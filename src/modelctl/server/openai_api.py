@@ -1,0 +1,210 @@
+"""The OpenAI-compatible API, `/v1`: chat/completions, completions, embeddings, models.
+
+The request's `model` picks any registered model (an alias or a backend's name works too); it
+loads on demand, within the budget. Fields the OpenAI API has and a runtime does not use are
+accepted and ignored, as OpenAI-compatible servers do.
+"""
+
+import base64
+import json
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelctl.errors import InvalidRequest, ModelctlError
+from modelctl.model import GENERATION_OPTIONS
+from modelctl.server.app import client_name, state
+from modelctl.server.errors import body, classify
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class Sampling(BaseModel):
+    """What chat and text completions share."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=512)
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    n: int | None = Field(None, ge=1, le=1, description="one choice per request")
+    user: str | None = None
+    # beyond OpenAI's fields, as llama.cpp's and vLLM's servers take them
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, ge=0)
+    keep_alive: float | str | None = Field(None, description="how long the model stays loaded")
+
+    def options(self) -> dict[str, Any]:
+        given = self.model_dump(exclude_none=True, include=GENERATION_OPTIONS | {"stream"})
+        if self.keep_alive is not None:
+            from modelctl.units import parse_duration
+
+            try:
+                given["keep_alive"] = parse_duration(self.keep_alive)
+            except ValueError as exc:
+                raise InvalidRequest(f"keep_alive: {exc}") from None
+        return given
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=512)
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out = []
+    for message in request.messages:
+        data = message.model_dump(exclude_none=True)
+        if data["role"] == "developer":  # OpenAI's newer name; chat templates know "system"
+            data["role"] = "system"
+        out.append(data)
+    return out
+
+
+@router.post("/chat/completions")
+def chat_completions(payload: ChatRequest, request: Request) -> Response:
+    """A chat completion; `stream: true` answers in server-sent events."""
+    options = payload.options()
+    if payload.max_completion_tokens is not None:
+        options.setdefault("max_tokens", payload.max_completion_tokens)
+    for key in ("tools", "tool_choice", "response_format"):
+        if getattr(payload, key) is not None:
+            options[key] = getattr(payload, key)
+    return _answer(request, "chat", payload.model, _messages(payload), options, payload.user)
+
+
+@router.post("/completions")
+def completions(payload: CompletionRequest, request: Request) -> Response:
+    """A text completion (no chat template)."""
+    prompt = payload.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise InvalidRequest("prompt: one prompt per request", hint="send them one by one")
+        prompt = prompt[0]
+    return _answer(request, "complete", payload.model, prompt, payload.options(), payload.user)
+
+
+def _answer(
+    request: Request, kind: str, model: str, payload: Any, options: dict[str, Any], user: str | None
+) -> Response:
+    ctl = state(request)
+    model_id = ctl.resolve(model)
+    method = ctl.manager.chat if kind == "chat" else ctl.manager.complete
+    answer = method(payload, model_id, client=client_name(request, user), **options)
+    if not options.get("stream"):
+        return JSONResponse(answer)
+    chunks = iter(answer)
+    first = next(chunks, None)  # the model loads here: a failure is still a plain HTTP error
+    return StreamingResponse(_events(first, chunks), media_type="text/event-stream")
+
+
+def _events(first: Any, chunks: Iterator[Any]) -> Iterator[str]:
+    """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
+    dumps = json.dumps
+    try:
+        if first is not None:
+            yield f"data: {dumps(first, separators=(',', ':'))}\n\n"
+        for chunk in chunks:
+            yield f"data: {dumps(chunk, separators=(',', ':'))}\n\n"
+    except ModelctlError as exc:
+        status, code = classify(exc)
+        yield f"data: {dumps(body('/v1/', status, code, exc.message, exc.hint))}\n\n"
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # the model is released even when the client left early
+    yield "data: [DONE]\n\n"
+
+
+@router.post("/embeddings")
+def embeddings(payload: EmbeddingRequest, request: Request) -> JSONResponse:
+    """Embeddings for a text or a list of texts (floats, or base64 of little-endian float32)."""
+    ctl = state(request)
+    model_id = ctl.resolve(payload.model)
+    texts = [payload.input] if isinstance(payload.input, str) else payload.input
+    if not texts:
+        raise InvalidRequest("input: give at least one text")
+    vectors = ctl.manager.embed(texts, model_id, client=client_name(request, payload.user))
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(v, payload.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": 0, "total_tokens": 0}  # runtimes do not count embedding tokens
+    return JSONResponse({"object": "list", "data": data, "model": model_id, "usage": usage})
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _listing(record: dict[str, Any]) -> dict[str, Any]:
+    created = record.get("created_at") or ""
+    try:
+        stamp = int(time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        stamp = 0
+    return {"id": record["id"], "object": "model", "created": stamp, "owned_by": record["backend"]}
+
+
+def usable(ctl: Any) -> list[dict[str, Any]]:
+    """Models a request can use now: installed ones, and those served elsewhere."""
+    from modelctl.query import LOCAL_BACKENDS
+
+    return [
+        r
+        for r in ctl.manager.registry.records(order_by="id")
+        if r.get("installed") or r.get("backend") not in LOCAL_BACKENDS
+    ]
+
+
+@router.get("/models")
+def list_models(request: Request) -> JSONResponse:
+    """Every model a request can name: installed ones and those served elsewhere."""
+    data = [_listing(r) for r in usable(state(request))]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/models/{model:path}")
+def retrieve_model(model: str, request: Request) -> JSONResponse:
+    """One model, by id, alias or reference (ids may hold `/` and `:`)."""
+    ctl = state(request)
+    return JSONResponse(_listing(ctl.manager.registry.store.get(ctl.resolve(model))))
