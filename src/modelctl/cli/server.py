@@ -42,25 +42,25 @@ def serve(
 
     Loopback only unless MODELCTL_API_KEY is set; then every request needs that key.
     """
-    from modelctl.server.app import check_bind, create_app, listen
+    from modelctl.server import serve as run_server
 
     manager = _common.state(ctx).manager
     settings = manager.settings
     url = urlsplit(settings.server)
     host = host or url.hostname or "127.0.0.1"
     port = (url.port or 8765) if port is None else port
-    check_bind(host, settings.api_key)
-    sock = listen(host, port)
-    import uvicorn
 
-    app = create_app(manager, api_key=settings.api_key, restore=not no_restore)
-    shown = f"[{host}]" if ":" in host else host
-    _common.say(
-        f"modelctl serving on http://{shown}:{sock.getsockname()[1]}  "
-        "(OpenAI: /v1, Ollama: /api, management: /api/v1, docs: /docs; Ctrl-C stops)"
-    )
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
-    uvicorn.Server(config).run(sockets=[sock])
+    def announce(address: str) -> None:
+        _common.say(
+            f"modelctl serving on {address}  "
+            "(OpenAI: /v1, Ollama: /api, management: /api/v1, docs: /docs; Ctrl-C stops)"
+        )
+
+    run_server(
+        manager, host=host, port=port, api_key=settings.api_key, restore=not no_restore,
+        log_level=log_level, announce=announce,
+    )  # fmt: skip
+    _common.say("stopped")
 
 
 def _client(ctx: typer.Context) -> Any:

@@ -5,7 +5,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,18 +170,25 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     api_key: str | None = None,
+    restore: bool = True,
     log_level: str = "warning",
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the server until interrupted (uvicorn, one process)."""
+    """Run the server until interrupted (uvicorn, one process); `announce` gets its URL once
+    it is bound (port 0 picks a free one)."""
     import uvicorn
 
     check_bind(host, api_key)
     sock = listen(host, port)
-    app = create_app(manager, api_key=api_key)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=30
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    app = create_app(manager, api_key=api_key, restore=restore)
+    if announce is not None:
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"http://{shown}:{sock.getsockname()[1]}")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly first, then passes Ctrl-C on
+        pass
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -197,5 +204,5 @@ def listen(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="is another server running there? pick another --port",
         ) from None
-    sock.set_inheritable(True)
+    sock.listen(2048)  # connections wait in the backlog until the server accepts
     return sock
