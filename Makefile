@@ -5,6 +5,7 @@ PY      = $(VENV)/bin/python
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 DEMO_HOME ?= .modelctl-demo
+PORT      ?= 8765
 
 .PHONY: setup run test lint bench clean
 
@@ -18,15 +19,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,llamacpp,transformers]'
 	touch $(STAMP)
 
-# The main job today: build a registry from the example file, then show it, filter it and export it.
+# The main job: a registry from the example file, a look at this machine, then a tiny demo model
+# served behind the OpenAI- and Ollama-compatible endpoint (Ctrl-C stops it).
 run: $(STAMP)
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl import examples/models.json --replace
-	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl list --where 'context_length>=100k' --where 'tags~prod'
-	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl show fast
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl system
-	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl fit fast --context 32k
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl recommend --memory 8G --task code
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl demo
+	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl serve --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -39,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/memory_estimate.py
 	$(PY) benchmarks/lifecycle.py
+	$(PY) benchmarks/gateway.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
-from tests.ggufmodels import TinySpec, write_llama
 
+from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
 
 RUNS = 9

@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.ggufmodels import TinySpec, write_llama
-
+from modelctl.demo import TinySpec, write_llama
 from modelctl.fit import estimate_memory
 from modelctl.gguf_meta import read_gguf
 

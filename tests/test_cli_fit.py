@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from tests.ggufmodels import TinySpec, write_llama
+from modelctl.demo import TinySpec, write_llama
 
 
 def run(*args: str):

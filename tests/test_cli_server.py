@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
+from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
-from tests.ggufmodels import TinySpec, write_llama
 from tests.live import running
 
 
@@ -115,7 +115,9 @@ def test_serve_as_a_process_answers_and_stops_cleanly(manager: ModelManager) -> 
         url = line.split()[3]
         assert httpx.get(f"{url}/api/tags").status_code == 401
         keyed = {"Authorization": "Bearer k3y"}
-        assert {m["name"] for m in httpx.get(f"{url}/api/tags", headers=keyed).json()["models"]} == {
+        assert {
+            m["name"] for m in httpx.get(f"{url}/api/tags", headers=keyed).json()["models"]
+        } == {
             "tiny",
             "other",
         }

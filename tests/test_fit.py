@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelctl.catalog import Catalog
+from modelctl.demo import TinySpec, write_llama
 from modelctl.fit import (
     Architecture,
     FitError,
@@ -20,7 +21,6 @@ from modelctl.fit import (
 from modelctl.gguf_meta import read_gguf
 from modelctl.hardware import GPU, SystemInfo
 from modelctl.registry import Registry
-from tests.ggufmodels import TinySpec, write_llama
 
 CATALOG = Catalog.load()
 GiB = 2**30

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from modelctl.demo import TinySpec, write_llama
 from modelctl.gguf_meta import InvalidGGUF, read_gguf, shard_paths
-from tests.ggufmodels import TinySpec, write_llama
 
 
 def expected_parameters(spec: TinySpec) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
 from modelctl.server import create_app
-from tests.ggufmodels import TinySpec, write_llama
 
 SKIPPED = r"(/events$|/installs|/api/pull|/api/v1/sync)"
 

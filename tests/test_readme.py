@@ -43,7 +43,7 @@ def test_console_examples_run_in_order(
 
 
 def test_python_examples_run(tmp_path: Path) -> None:
-    from tests.ggufmodels import TinySpec, write_llama
+    from modelctl.demo import TinySpec, write_llama
 
     (tmp_path / "models").mkdir()
     write_llama(tmp_path / "models" / "tiny.gguf", TinySpec())

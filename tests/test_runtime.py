@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from modelctl.backends import NotSupported
 from modelctl.cli import app
+from modelctl.demo import TinySpec, write_llama
 from modelctl.errors import InsufficientMemory, ModelNotFound
 from modelctl.lifecycle import saved_state
 from modelctl.manager import ModelManager
 from modelctl.scheduler import LoadFailed
-from tests.ggufmodels import TinySpec, write_llama
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import ollama
 import openai
 import pytest
 
+from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
-from tests.ggufmodels import TinySpec, write_llama
 from tests.live import running
 from tests.protocol_servers import FakeHub, serve
 

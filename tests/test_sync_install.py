@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
+from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
-from tests.ggufmodels import TinySpec, write_llama
 from tests.protocol_servers import FakeHub, FakeOllama, OllamaModel, serve
 
 

@@ -71,6 +71,11 @@ class LlamaCppBackend(Backend):
             self.name, True, url=", ".join(existing), models=len(self.gguf_files())
         )
 
+    def record(self, path: str | os.PathLike[str], model_id: str | None = None) -> Model:
+        """The record for one GGUF file, read from its metadata."""
+        path = Path(path)
+        return self._record(path, read_gguf(path), model_id or path.name.removesuffix(".gguf"))
+
     def _record(self, path: Path, info: GGUFInfo, model_id: str) -> Model:
         from modelctl.model import Model
 

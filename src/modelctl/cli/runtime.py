@@ -1,4 +1,5 @@
-"""`modelctl run`: talk to a model in this process (it loads here, and unloads on exit)."""
+"""`modelctl run`: talk to a model in this process (it loads here, and unloads on exit);
+`modelctl demo`: a tiny model to try it all with, no download needed."""
 
 import sys
 from typing import Annotated, Any
@@ -10,6 +11,23 @@ from modelctl.cli import _common
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("demo")(demo)
+
+
+def demo(ctx: typer.Context, as_json: _common.JsonOpt = False) -> None:
+    """Write a tiny GGUF model (random weights, under 1 MB) and register it as modelctl-demo,
+    to try run, load and serve with no download. Its answers are noise."""
+    from modelctl.demo import make_demo
+    from modelctl.units import format_bytes
+
+    model = make_demo(_common.state(ctx).manager)
+    if as_json:
+        _common.emit_json(model.to_dict())
+        return
+    _common.say(
+        f"registered {model.id} ({format_bytes(model.file_size)}, {model.location}); "
+        f"try: modelctl run {model.id} hello"
+    )
 
 
 def run(

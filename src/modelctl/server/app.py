@@ -1,5 +1,6 @@
 """The app factory, the server's shared state, authentication and `serve`."""
 
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -185,10 +186,8 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{sock.getsockname()[1]}")
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then passes Ctrl-C on
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly first, then passes Ctrl-C on
-        pass
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,15 +1,24 @@
-"""Real GGUF models for tests and benchmarks, written with the `gguf` package.
+"""Tiny real GGUF models, for `modelctl demo`, the tests and the benchmarks.
 
 A llama architecture with random weights and a byte-level vocabulary (`<unk>`, `<s>`, `</s>`
-and `<0x00>`…`<0xFF>`): llama.cpp loads it and runs it (the text is noise, the memory is real).
+and `<0x00>`…`<0xFF>`), written with the `gguf` package: llama.cpp loads it in a fraction of a
+second and runs it. The text it writes is noise; the loading, serving and memory are real.
+numpy and gguf load only when a model is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    from modelctl.manager import ModelManager
+    from modelctl.model import Model
+
+__all__ = ["CHAT_TEMPLATE", "DEMO_ID", "TinySpec", "make_demo", "write_llama"]
+
+DEMO_ID = "modelctl-demo"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}"
@@ -52,6 +61,7 @@ def byte_vocabulary(extra: int = 0) -> tuple[list[str], list[float], list[int]]:
 def write_llama(path: Path, spec: TinySpec = TinySpec(), *, seed: int = 0) -> Path:
     """Write a llama-architecture GGUF model to `path`."""
     import gguf
+    import numpy as np
 
     rng = np.random.default_rng(seed)
     head_dim = spec.embedding // spec.heads
@@ -113,3 +123,22 @@ def write_llama(path: Path, spec: TinySpec = TinySpec(), *, seed: int = 0) -> Pa
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def make_demo(manager: ModelManager) -> Model:
+    """Write the demo model into the first model folder (once) and register it."""
+    from modelctl.install import register
+
+    folder = manager.settings.model_dirs[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{DEMO_ID}.gguf"
+    if not path.exists():
+        partial = path.with_suffix(".gguf.part")
+        write_llama(partial, TinySpec(name="modelctl demo", context_length=2048))
+        partial.replace(path)  # never a half-written model file under its real name
+    model = manager.backend("llamacpp").record(path, DEMO_ID)  # type: ignore[attr-defined]
+    model = model.updated(
+        description="a tiny random llama for trying modelctl: its text is noise",
+        tags=sorted({*model.tags, "demo"}),
+    )
+    return register(manager.registry, model)
