@@ -261,6 +261,7 @@ class FakeOpenAI:
     models: list[str] = field(default_factory=lambda: ["gpt-4o", "text-embedding-3-small"])
     rich: bool = False
     requests: list[Any] = field(default_factory=list)
+    bodies: list[Any] = field(default_factory=list)  # what inference requests sent
 
     def handle(self, h: Handler) -> None:
         if self.key and h.headers.get("Authorization") != f"Bearer {self.key}":
@@ -286,6 +287,7 @@ class FakeOpenAI:
         return h.send_json(404, {"error": {"message": "not found"}})
 
     def infer(self, h: Handler, path: str, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
         model = body.get("model")
         if model not in self.models:
             return h.send_json(

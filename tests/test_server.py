@@ -15,7 +15,7 @@ import pytest
 from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
 from tests.live import running
-from tests.protocol_servers import FakeHub, serve
+from tests.protocol_servers import FakeHub, FakeOpenAI, serve
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -372,3 +372,56 @@ def test_stream_body_is_server_sent_events(url: str) -> None:
     assert events[-1] == "data: [DONE]"
     first = json.loads(events[0].removeprefix("data: "))
     assert first["object"] == "chat.completion.chunk" and first["model"] == "tiny"
+
+
+# ---------------------------------------------------------------------- remote models
+
+
+def test_remote_models_through_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protocol test: an OpenAI-compatible upstream (a loopback server speaking OpenAI's API)
+    behind the gateway's async path, reached by the `openai` and `ollama` packages."""
+    fake = FakeOpenAI(key="sk-test", models=["gpt-4o", "text-embedding-3-small"])
+    with serve(fake) as upstream:
+        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with ModelManager() as manager:
+            manager.sync(only=["openai"])
+            manager.update_model_parameters("gpt-4o", temperature=0.1)
+            manager.registry.update("gpt-4o", pricing={"input": 2.5, "output": 10.0})
+            with running(manager) as url:
+                client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+                answer = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+                assert answer.choices[0].message.content == "Hi there!"
+                sent = fake.bodies[-1]
+                assert sent["model"] == "gpt-4o" and sent["temperature"] == 0.1  # the default
+                stream = client.chat.completions.create(model="gpt-4o", messages=HELLO,
+                                                        stream=True)  # fmt: skip
+                text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+                assert text == "Hi there!"
+                done = client.completions.create(model="gpt-4o", prompt="x", max_tokens=2)
+                assert done.choices[0].text == "Hi there"
+                vectors = client.embeddings.create(model="text-embedding-3-small", input="abc")
+                assert vectors.data[0].embedding == [3.0, 0.25]
+                reply = ollama.Client(host=url).chat(model="gpt-4o", messages=HELLO, stream=False)
+                assert reply.message.content == "Hi there!" and reply.eval_count == 3
+            model_id = manager.registry.resolve("gpt-4o")
+            stats = manager.usage_stats("gpt-4o")["models"][model_id]
+            assert stats["requests"] == 4 and stats["errors"] == 0
+            # three answers told their token counts; the stream was counted chunk by chunk
+            assert stats["cost"] == pytest.approx((3 * 5 * 2.5 + (3 + 3 + 2 + 3) * 10) / 1e6)
+
+
+def test_an_unreachable_upstream_is_a_502_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(FakeOpenAI(key="sk-test", models=["gpt-4o"])) as upstream:
+        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with ModelManager() as manager:
+            manager.sync(only=["openai"])
+            manager.load("gpt-4o")
+    # the upstream is gone now; the model is still "loaded" (a remote model holds no memory)
+    with ModelManager() as manager, running(manager) as url:
+        manager.registry.update("gpt-4o", refs={"openai": "gpt-4o"})
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(model="gpt-4o", messages=HELLO)
+        assert failed.value.status_code == 502 and "cannot reach" in failed.value.message

@@ -8,19 +8,20 @@ options under the request's own, and records the tokens per second of what it ge
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelctl.errors import InvalidRequest, ModelctlError, NotFound
 from modelctl.model import GENERATION_OPTIONS
 from modelctl.usage import Usage
 
-__all__ = ["Meter", "make_scheduler", "request", "saved_state"]
+__all__ = ["Meter", "arequest", "make_scheduler", "request", "saved_state"]
 
 if TYPE_CHECKING:
     from modelctl.manager import ModelManager
     from modelctl.model import Model
-    from modelctl.scheduler import Scheduler
+    from modelctl.scheduler import Scheduler, Slot
 
 STATE_KEY = "scheduler_state"
 # Request fields a runtime takes besides the generation options.
@@ -89,15 +90,10 @@ def saved_state(manager: ModelManager) -> dict[str, Any]:
     return json.loads(row[0]) if row else {}
 
 
-def request(
-    manager: ModelManager,
-    kind: str,
-    model: str | None,
-    payload: Any,
-    *,
-    client: str | None = None,
-    **options: Any,
-) -> Any:
+def _prepare(
+    manager: ModelManager, kind: str, model: str | None, client: str | None, options: dict
+) -> tuple[str, dict[str, Any], dict[str, Any], Meter]:
+    """(model id, load options, generation options, meter) for one request."""
     scheduler = manager.scheduler
     if model is None:
         if scheduler.current is None:
@@ -105,9 +101,10 @@ def request(
                 "no model named and no current model", hint="name one, or switch_model first"
             )
         model_id = scheduler.current
+        record = manager.registry.lookup(model_id)
     else:
-        model_id = manager.registry.resolve(model)
-    record = manager.registry[model_id]
+        record = manager.registry.lookup(model)
+        model_id = record.id
     load_options = {
         k: options.pop(k)
         for k in ("keep_alive", "context", "gpu_layers", "embedding")
@@ -120,9 +117,27 @@ def request(
         raise InvalidRequest(
             f"unknown option {sorted(unknown)[0]!r}", hint=", ".join(sorted(GENERATION_OPTIONS))
         )
-    merged = {**record.defaults, **options}
-    meter = Meter(manager, record, kind, client)
-    if options.get("stream"):
+    return (
+        model_id,
+        load_options,
+        {**record.defaults, **options},
+        Meter(manager, record, kind, client),
+    )
+
+
+def request(
+    manager: ModelManager,
+    kind: str,
+    model: str | None,
+    payload: Any,
+    *,
+    client: str | None = None,
+    **options: Any,
+) -> Any:
+    """Run one request (`kind`: chat, complete, embed) on a model, loading it on demand."""
+    model_id, load_options, merged, meter = _prepare(manager, kind, model, client, options)
+    scheduler = manager.scheduler
+    if merged.get("stream"):
         return _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
     try:
         with scheduler.use(model_id, **load_options) as handle:
@@ -157,6 +172,66 @@ def _stream(
         error = exc
         raise
     finally:
+        meter.finish(error=error)
+
+
+async def arequest(
+    manager: ModelManager,
+    kind: str,
+    model: str | None,
+    payload: Any,
+    *,
+    client: str | None = None,
+    **options: Any,
+) -> Any:
+    """`request` for an event loop: a loaded model is used at once, a load runs in a worker
+    thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
+    model_id, load_options, merged, meter = _prepare(manager, kind, model, client, options)
+    scheduler = manager.scheduler
+    try:
+        slot = scheduler.try_acquire(model_id, **load_options)
+        if slot is None:
+            from anyio import to_thread
+
+            slot = await to_thread.run_sync(partial(scheduler.acquire, model_id, **load_options))
+    except BaseException as exc:
+        meter.finish(error=exc)
+        raise
+    handle = slot.handle
+    assert handle is not None
+    stream = bool(merged.get("stream"))
+    try:
+        if kind == "embed":
+            answer = await handle.aembed(payload)
+        else:
+            answer = await getattr(handle, "a" + kind)(payload, **merged)
+    except BaseException as exc:
+        scheduler.release(slot)
+        meter.finish(error=exc)
+        raise
+    if stream:
+        return _astream(meter, scheduler, slot, answer)
+    scheduler.release(slot)
+    meter.finish(answer=answer)
+    return answer
+
+
+async def _astream(
+    meter: Meter, scheduler: Scheduler, slot: Slot, chunks: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    error: BaseException | None = None
+    try:
+        async for chunk in chunks:
+            meter.chunk(chunk)
+            yield chunk
+    except BaseException as exc:  # the client went away: GeneratorExit, or a cancellation
+        error = exc
+        raise
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        scheduler.release(slot)
         meter.finish(error=error)
 
 
@@ -202,7 +277,7 @@ class Meter:
             self._usage(answer["usage"])
         latency = time.perf_counter() - self.started
         pricing = self.record.pricing
-        failed = error is not None and not isinstance(error, GeneratorExit)
+        failed = error is not None and not _went_away(error)
         entry = Usage(
             model=self.record.id,
             backend=self.record.backend,
@@ -222,7 +297,13 @@ class Meter:
             self.manager.scheduler.record_speed(self.record.id, speed)
 
 
+def _went_away(error: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(error, GeneratorExit | asyncio.CancelledError)
+
+
 def _describe(error: BaseException) -> str:
-    if isinstance(error, GeneratorExit):
+    if _went_away(error):
         return "cancelled: the client went away"
     return str(error) or type(error).__name__

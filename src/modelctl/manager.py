@@ -71,6 +71,11 @@ class ModelManager:
         if self._registry is not None:
             self._registry.close()
 
+    async def aclose(self) -> None:
+        """Close the async HTTP sessions the gateway opened (`close` does the rest)."""
+        for backend in (self._backends or {}).values():
+            await backend.aclose()
+
     def __enter__(self) -> ModelManager:
         return self
 
@@ -265,6 +270,27 @@ class ModelManager:
 
         batch = [inputs] if isinstance(inputs, str) else inputs
         return request(self, "embed", model, batch, **options)
+
+    async def achat(
+        self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
+    ) -> Any:
+        """`chat` for an event loop (a stream is an async iterator); the gateway's path."""
+        from modelctl.lifecycle import arequest
+
+        return await arequest(self, "chat", model, messages, **options)
+
+    async def acomplete(self, prompt: str, model: str | None = None, **options: Any) -> Any:
+        from modelctl.lifecycle import arequest
+
+        return await arequest(self, "complete", model, prompt, **options)
+
+    async def aembed(
+        self, inputs: str | list[str], model: str | None = None, **options: Any
+    ) -> list[list[float]]:
+        from modelctl.lifecycle import arequest
+
+        batch = [inputs] if isinstance(inputs, str) else inputs
+        return await arequest(self, "embed", model, batch, **options)
 
     # Usage: what every request cost.
 

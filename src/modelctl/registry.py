@@ -75,6 +75,7 @@ class Registry(MutableMapping[str, "Model"]):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._cache: dict[str, tuple[tuple[int, int], Model]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Registry:
@@ -140,6 +141,19 @@ class Registry(MutableMapping[str, "Model"]):
         if self.store.count("id = ?", [key]):
             return key
         return self.store.resolve_alias(key)
+
+    def lookup(self, ref: str) -> Model:
+        """`registry[ref]`, remembered until anything in the store changes: the gateway's hot
+        path reads the same few records on every request."""
+        stamp = self.store.stamp()
+        hit = self._cache.get(ref)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        model = self[ref]
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        self._cache[ref] = (stamp, model)
+        return model
 
     def resolve(self, ref: str) -> str:
         """The id of the model `ref` names: an id, an alias, a backend reference or a file path.

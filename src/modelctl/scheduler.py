@@ -262,23 +262,49 @@ class Scheduler:
     @contextmanager
     def use(self, model_id: str, **load_options: Any) -> Iterator[Handle]:
         """A loaded model for one request: loads it if needed, and holds it against eviction."""
+        slot = self.acquire(model_id, **load_options)
+        try:
+            assert slot.handle is not None
+            yield slot.handle
+        finally:
+            self.release(slot)
+
+    def acquire(self, model_id: str, **load_options: Any) -> Slot:
+        """Load `model_id` if needed and hold it for a request; `release` lets go."""
         while True:
             slot = self.load(model_id, **load_options)
             with self._cond:
                 if self.slots.get(model_id) is slot and slot.state == "loaded":
                     slot.in_flight += 1
                     slot.last_used = self.clock()
-                    break
-        try:
-            assert slot.handle is not None
-            yield slot.handle
-        finally:
-            with self._cond:
-                slot.in_flight -= 1
-                slot.last_used = self.clock()
-                if slot.in_flight == 0 and slot.keep_alive == 0 and not slot.pinned:
-                    self._unload_locked(slot, reason="keep-alive 0")
-                self._cond.notify_all()
+                    return slot
+
+    def try_acquire(
+        self,
+        model_id: str,
+        *,
+        keep_alive: float | None = None,
+        pin: bool | None = None,
+        priority: int | None = None,
+        **options: Any,
+    ) -> Slot | None:
+        """Without waiting: hold a model that is loaded already, or return None."""
+        with self._cond:
+            slot = self.slots.get(model_id)
+            if slot is None or slot.state != "loaded":
+                return None
+            self._adjust(slot, keep_alive, pin, priority)
+            slot.in_flight += 1
+            slot.last_used = self.clock()
+            return slot
+
+    def release(self, slot: Slot) -> None:
+        with self._cond:
+            slot.in_flight -= 1
+            slot.last_used = self.clock()
+            if slot.in_flight == 0 and slot.keep_alive == 0 and not slot.pinned:
+                self._unload_locked(slot, reason="keep-alive 0")
+            self._cond.notify_all()
 
     def record_speed(self, model_id: str, tokens_per_second: float) -> None:
         with self._cond:

@@ -117,6 +117,7 @@ class Store:
         self.timeout = timeout
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._local = threading.local()
+        self._commits = 0  # this process's commits: with PRAGMA data_version, a change stamp
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -198,6 +199,7 @@ class Store:
             except sqlite3.OperationalError as exc:
                 db.execute("ROLLBACK")
                 raise StoreError(f"could not write the registry {self.path}: {exc}") from None
+            self._commits += 1
         finally:
             self._local.depth = 0
 
@@ -216,6 +218,11 @@ class Store:
             for step in range(version + 1, target + 1):
                 self._migrations[step](db)
                 db.execute(f"PRAGMA user_version = {step}")
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes when anything is written: by another process or thread (SQLite's
+        data_version for this thread's connection) or through this one (commits here)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self._commits
 
     @property
     def schema_version(self) -> int:

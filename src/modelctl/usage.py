@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -55,8 +55,12 @@ class Usage:
         return self.tokens_out / span if span > 0 else None
 
     def row(self) -> tuple[Any, ...]:
-        values = asdict(self) | {"tokens_per_second": self.tokens_per_second, "ok": int(self.ok)}
-        return tuple(values[c] for c in _COLUMNS)
+        """The values in `_COLUMNS` order (attribute reads: `asdict` costs 10x more)."""
+        return (
+            self.at, self.model, self.backend, self.kind, self.client, self.latency, self.ttft,
+            self.tokens_in, self.tokens_out, self.tokens_per_second, int(self.ok), self.error,
+            self.cost,
+        )  # fmt: skip
 
 
 def schema(db: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,6 +31,7 @@ __all__ = [
     "Progress",
     "ProgressFn",
     "UnsafePath",
+    "in_thread",
     "inside",
     "response",
 ]
@@ -124,6 +125,46 @@ class Handle:
     def close(self) -> None:
         """Free the model's memory."""
 
+    # The gateway's async twins: the sync method in a worker thread (so an in-process runtime
+    # never blocks the event loop), unless a runtime does better (HTTP runtimes await I/O).
+
+    async def achat(
+        self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any
+    ) -> Any:
+        return await in_thread(self.chat, messages, stream=stream, **options)
+
+    async def acomplete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        return await in_thread(self.complete, prompt, stream=stream, **options)
+
+    async def aembed(self, inputs: list[str]) -> list[list[float]]:
+        return await in_thread(self.embed, inputs)
+
+
+async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, **kwargs)` in a worker thread; an iterator it returns is iterated there
+    too, and comes back as an async iterator."""
+    from functools import partial
+
+    from anyio import to_thread
+
+    result = await to_thread.run_sync(partial(function, *args, **kwargs))
+    if isinstance(result, Iterator) and not isinstance(result, dict | list | str):
+        return _iterate_in_thread(result)
+    return result
+
+
+async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    from anyio import to_thread
+
+    done = object()
+    try:
+        while (item := await to_thread.run_sync(next, iterator, done)) is not done:
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await to_thread.run_sync(close)  # the runtime lets go of the model
+
 
 class Backend(ABC):
     """One place models live. Subclasses set `name` and implement what applies."""
@@ -159,6 +200,9 @@ class Backend(ABC):
     def load(self, model: Model, **options: Any) -> Handle:
         """Make `model` ready to answer (into memory, for an in-process runtime)."""
         raise NotSupported(f"loading models through {self.instance} is not supported yet")
+
+    async def aclose(self) -> None:  # noqa: B027 (a hook: most backends open nothing)
+        """Close what the gateway's async requests opened (HTTP sessions)."""
 
     def delete(self, ref: str) -> DeletePlan:
         plan = self.plan_delete(ref)

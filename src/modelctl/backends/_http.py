@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from modelctl.backends import Backend, BackendError
+
+
+def refused(backend: str, status: int, text: str, reason: str | None) -> BackendError:
+    """An HTTP error answer, in words: the server's own message when it sent one."""
+    try:
+        body = json.loads(text)
+        detail = body.get("error") if isinstance(body, dict) else None
+        if isinstance(detail, dict):
+            detail = detail.get("message") or json.dumps(detail)
+    except ValueError:
+        detail = text[:200]
+    hint = "check the API key" if status in (401, 403) else None
+    return BackendError(f"{backend} answered {status}: {detail or reason}", hint=hint)
+
+
+def parse_line(backend: str, text: str) -> dict[str, Any]:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BackendError(f"{backend} sent a broken line: {text[:80]!r}") from None
 
 
 class Http:
@@ -44,20 +64,8 @@ class Http:
         return BackendError(f"{self.backend} at {self.base_url}: {exc}")
 
     def _check(self, response: Any) -> None:
-        if response.status_code < 400:
-            return
-        try:
-            body = response.json()
-            detail = body.get("error") if isinstance(body, dict) else None
-            if isinstance(detail, dict):
-                detail = detail.get("message") or json.dumps(detail)
-        except ValueError:
-            detail = response.text[:200]
-        hint = "check the API key" if response.status_code in (401, 403) else None
-        raise BackendError(
-            f"{self.backend} answered {response.status_code}: {detail or response.reason_phrase}",
-            hint=hint,
-        )
+        if response.status_code >= 400:
+            raise refused(self.backend, response.status_code, response.text, response.reason_phrase)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         import httpx
@@ -96,10 +104,7 @@ class Http:
             raise self._fail(exc) from None
 
     def _parse(self, text: str) -> dict[str, Any]:
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise BackendError(f"{self.backend} sent a broken line: {text[:80]!r}") from None
+        return parse_line(self.backend, text)
 
     def stream_json_lines(
         self, method: str, path: str, body: Any = None
@@ -120,6 +125,84 @@ class Http:
             yield self._parse(data)
 
 
+class AsyncHttp:
+    """The async twin of `Http`, for the gateway (aiohttp: several times httpx's async speed
+    on a proxy's hot path). One session per event loop, made on first use."""
+
+    def __init__(
+        self, backend: str, base_url: str, *, headers: dict[str, str], timeout: float
+    ) -> None:
+        self.backend, self.base_url = backend, base_url.rstrip("/")
+        self.headers, self.timeout = headers, timeout
+        self._sessions: dict[int, Any] = {}
+
+    def _session(self) -> Any:
+        import asyncio
+
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(id(loop))
+        if session is None or session.closed:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=600)
+            session = aiohttp.ClientSession(
+                headers=self.headers, timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+            )
+            self._sessions[id(loop)] = session
+        return session
+
+    def _fail(self, exc: Exception) -> BackendError:
+        import asyncio
+
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return BackendError(
+                f"cannot reach {self.backend} at {self.base_url}",
+                hint=f"is {self.backend} running, and is its URL right? (modelctl config)",
+            )
+        if isinstance(exc, asyncio.TimeoutError):
+            return BackendError(f"{self.backend} at {self.base_url} did not answer in time")
+        return BackendError(f"{self.backend} at {self.base_url}: {exc}")
+
+    async def post(self, path: str, body: Any) -> Any:
+        import aiohttp
+
+        try:
+            async with self._session().post(self.base_url + path, json=body) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._fail(exc) from None
+        if response.status >= 400:
+            raise refused(self.backend, response.status, text, response.reason)
+        return parse_line(self.backend, text) if text else None
+
+    async def stream_sse(self, path: str, body: Any) -> AsyncIterator[dict[str, Any]]:
+        """Server-sent events' `data:` objects until `[DONE]`."""
+        import aiohttp
+
+        try:
+            async with self._session().post(self.base_url + path, json=body) as response:
+                if response.status >= 400:
+                    text = await response.text()
+                    raise refused(self.backend, response.status, text, response.reason)
+                async for raw in response.content:
+                    line = raw.decode().strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    yield parse_line(self.backend, data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._fail(exc) from None
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+
 class HttpBackend(Backend):
     """A backend behind an HTTP API: its URL from a setting, one client made on first use."""
 
@@ -131,6 +214,7 @@ class HttpBackend(Backend):
         super().__init__(settings, instance=instance)
         self.url: str = base_url or getattr(settings, self.url_setting)
         self._http: Http | None = None
+        self._ahttp: AsyncHttp | None = None
 
     def headers(self) -> dict[str, str]:
         """Headers every request carries (keys, API versions)."""
@@ -143,3 +227,15 @@ class HttpBackend(Backend):
                 self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout
             )
         return self._http
+
+    @property
+    def ahttp(self) -> AsyncHttp:
+        if self._ahttp is None:
+            self._ahttp = AsyncHttp(
+                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout
+            )
+        return self._ahttp
+
+    async def aclose(self) -> None:
+        if self._ahttp is not None:
+            await self._ahttp.aclose()

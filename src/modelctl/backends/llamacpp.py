@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,6 +236,7 @@ class LlamaCppHandle(Handle):
                 hint="pip install 'modelctl[llamacpp]' (builds llama.cpp: several minutes)",
             ) from None
         self.model_id = model.id
+        self._lock = threading.Lock()
         self.embedding = bool(options.get("embedding", "embedding" in model.tasks))
         context = options.get("context") or min(model.context_length or 4096, 4096)
         gpu_layers = int(options.get("gpu_layers", 0))
@@ -252,14 +255,21 @@ class LlamaCppHandle(Handle):
             raise NotSupported(
                 f"{self.model_id} has no chat template", hint="use completion (modelctl run --raw)"
             )
-        return self.llm.create_chat_completion(
-            messages=messages, stream=stream, model=self.model_id, **options
-        )
+        return self._locked(self.llm.create_chat_completion, stream, messages=messages, **options)
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
-        return self.llm.create_completion(
-            prompt=prompt, stream=stream, model=self.model_id, **options
-        )
+        return self._locked(self.llm.create_completion, stream, prompt=prompt, **options)
+
+    def _locked(self, create: Any, stream: bool, **kwargs: Any) -> Any:
+        """One request at a time: a llama.cpp context is not safe to share between threads."""
+        if not stream:
+            with self._lock:
+                return create(stream=False, model=self.model_id, **kwargs)
+        return self._locked_stream(create, kwargs)
+
+    def _locked_stream(self, create: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
+        with self._lock:  # held until the stream ends or is closed
+            yield from create(stream=True, model=self.model_id, **kwargs)
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
         if not self.embedding:
@@ -268,7 +278,8 @@ class LlamaCppHandle(Handle):
             )
         vectors = []
         for text in inputs:
-            out = self.llm.embed(text)
+            with self._lock:
+                out = self.llm.embed(text)
             if out and isinstance(out[0], list):  # one vector per token: mean-pool them
                 out = [sum(col) / len(out) for col in zip(*out, strict=True)]
             vectors.append(out)

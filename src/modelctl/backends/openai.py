@@ -126,7 +126,7 @@ class OpenAIHandle(Handle):
 
     def __init__(self, backend: OpenAIBackend, model: Model) -> None:
         backend._need_key()
-        self.http, self.model_id = backend.http, model.id
+        self.http, self.ahttp, self.model_id = backend.http, backend.ahttp, model.id
         self.name = model.ref_for(backend.instance)
         offered = {m["id"] for m in backend.http.get("/models").get("data") or []}
         if offered and self.name not in offered:
@@ -148,7 +148,28 @@ class OpenAIHandle(Handle):
         return self.http.post("/completions", body)
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
-        data = (
-            self.http.post("/embeddings", {"model": self.name, "input": inputs}).get("data") or []
-        )
-        return [item["embedding"] for item in sorted(data, key=lambda d: d.get("index", 0))]
+        return _vectors(self.http.post("/embeddings", {"model": self.name, "input": inputs}))
+
+    # The gateway's path: the same requests, awaited (no worker thread per request).
+
+    async def achat(
+        self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any
+    ) -> Any:
+        body = {"model": self.name, "messages": messages, "stream": stream, **options}
+        if stream:
+            return self.ahttp.stream_sse("/chat/completions", body)
+        return await self.ahttp.post("/chat/completions", body)
+
+    async def acomplete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
+        if stream:
+            return self.ahttp.stream_sse("/completions", body)
+        return await self.ahttp.post("/completions", body)
+
+    async def aembed(self, inputs: list[str]) -> list[list[float]]:
+        return _vectors(await self.ahttp.post("/embeddings", {"model": self.name, "input": inputs}))
+
+
+def _vectors(answer: Any) -> list[list[float]]:
+    data = (answer or {}).get("data") or []
+    return [item["embedding"] for item in sorted(data, key=lambda d: d.get("index", 0))]

@@ -1,6 +1,7 @@
 """The app factory, the server's shared state, authentication and `serve`."""
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import secrets
@@ -42,10 +43,10 @@ class ServerState:
         """A model id from a client's name: aliases, references, and Ollama's `:latest`."""
         registry = self.manager.registry
         try:
-            return registry.resolve(ref)
+            return registry.lookup(ref).id
         except KeyError:
             if ref.endswith(":latest"):
-                return registry.resolve(ref.removesuffix(":latest"))
+                return registry.lookup(ref.removesuffix(":latest")).id
             raise
 
 
@@ -83,7 +84,7 @@ def check_bind(host: str, api_key: str | None) -> None:
 _bearer = HTTPBearer(auto_error=False, description="MODELCTL_API_KEY, when the server has one")
 
 
-def _authenticate(
+async def _authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
     key = state(request).api_key
@@ -125,8 +126,11 @@ def create_app(
                 log.warning("could not restore %s: %s", model, reason)
         if reaper_interval:
             scheduler.start_reaper(reaper_interval)
+        gc.collect()
+        gc.freeze()  # what was loaded to start is never garbage: keep the collector off it
         yield
         ctl.jobs.close()
+        await manager.aclose()
         manager.usage.flush()
 
     app = FastAPI(
@@ -135,13 +139,13 @@ def create_app(
         summary="One control plane for every AI model: management, OpenAI- and Ollama-compatible "
         "APIs over every model, local or remote.",
         lifespan=lifespan,
-        dependencies=[Depends(_authenticate)],
+        dependencies=[Depends(_authenticate)] if api_key else [],
     )
     app.state.ctl = ctl
     errors.install(app)
-    app.include_router(management.router)
-    app.include_router(openai_api.router)
+    app.include_router(openai_api.router)  # the hot path first: routes match in order
     app.include_router(ollama_api.router)
+    app.include_router(management.router)
 
     @app.get("/", response_class=PlainTextResponse, tags=["server"])
     def root() -> str:

@@ -7,10 +7,11 @@ nanoseconds, and `{"error": "…"}` on failure. Every registered model is listed
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,37 +124,37 @@ def _lifecycle_only(ctl: ServerState, model_id: str, options: dict[str, Any], ki
 
 
 @router.post("/chat")
-def chat(payload: ChatRequest, request: Request) -> Response:
+async def chat(payload: ChatRequest, request: Request) -> Response:
     """A chat turn; streams newline-delimited JSON unless `stream: false`."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
     options = _options(payload, stream=payload.stream)
     if not payload.messages:
-        return _lifecycle_only(ctl, model_id, options, "chat")
+        return await to_thread.run_sync(_lifecycle_only, ctl, model_id, options, "chat")
     messages = [_message_in(m) for m in payload.messages]
     started = time.perf_counter_ns()
-    answer = ctl.manager.chat(messages, model_id, client=client_name(request), **options)
-    return _reply(answer, model_id, "chat", started, payload.stream)
+    answer = await ctl.manager.achat(messages, model_id, client=client_name(request), **options)
+    return await _reply(answer, model_id, "chat", started, payload.stream)
 
 
 @router.post("/generate")
-def generate(payload: GenerateRequest, request: Request) -> Response:
+async def generate(payload: GenerateRequest, request: Request) -> Response:
     """A completion: through the chat template, or as is with `raw: true`."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
     options = _options(payload, stream=payload.stream)
     if not payload.prompt:
-        return _lifecycle_only(ctl, model_id, options, "generate")
+        return await to_thread.run_sync(_lifecycle_only, ctl, model_id, options, "generate")
     started = time.perf_counter_ns()
     client = client_name(request)
     if payload.raw:
-        answer = ctl.manager.complete(payload.prompt, model_id, client=client, **options)
-        return _reply(answer, model_id, "generate", started, payload.stream)
+        answer = await ctl.manager.acomplete(payload.prompt, model_id, client=client, **options)
+        return await _reply(answer, model_id, "generate", started, payload.stream)
     messages = [{"role": "user", "content": payload.prompt}]
     if payload.system:
         messages.insert(0, {"role": "system", "content": payload.system})
-    answer = ctl.manager.chat(messages, model_id, client=client, **options)
-    return _reply(answer, model_id, "generate", started, payload.stream)
+    answer = await ctl.manager.achat(messages, model_id, client=client, **options)
+    return await _reply(answer, model_id, "generate", started, payload.stream)
 
 
 def _message_in(message: dict[str, Any]) -> dict[str, Any]:
@@ -224,23 +225,22 @@ def _final(line: dict[str, Any], started: int, usage: dict[str, Any], finish: st
     }
 
 
-def _reply(answer: Any, model_id: str, kind: str, started: int, stream: bool) -> Response:
+async def _reply(answer: Any, model_id: str, kind: str, started: int, stream: bool) -> Response:
     if not stream:
         text, calls, finish = _piece(answer, kind)
         line = _line(model_id, kind, text, calls, True)
         _final(line, started, answer.get("usage") or {}, finish)
         return JSONResponse(line)
-    chunks = iter(answer)
-    first = next(chunks, None)  # the model loads here: a failure is still a plain HTTP error
-    return StreamingResponse(_lines(first, chunks, model_id, kind, started), media_type=NDJSON)
+    first = await anext(answer, None)  # the model answers here: a failure is an HTTP error
+    return StreamingResponse(_lines(first, answer, model_id, kind, started), media_type=NDJSON)
 
 
-def _lines(
-    first: Any, chunks: Iterator[Any], model_id: str, kind: str, started: int
-) -> Iterator[str]:
+async def _lines(
+    first: Any, chunks: AsyncIterator[Any], model_id: str, kind: str, started: int
+) -> AsyncIterator[str]:
     count, finish, usage = 0, None, {}
     try:
-        for chunk in _chain(first, chunks):
+        async for chunk in _chain(first, chunks):
             text, calls, finish = _piece(chunk, kind)
             usage = chunk.get("usage") or usage
             if text or calls:
@@ -250,22 +250,21 @@ def _lines(
         yield json.dumps({"error": exc.message}) + "\n"
         return
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        await chunks.aclose()  # type: ignore[attr-defined]
     line = _line(model_id, kind, "", None, True)
     _final(line, started, usage or {"completion_tokens": count}, finish)
     yield json.dumps(line) + "\n"
 
 
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     if first is not None:
         yield first
-    yield from rest
+    async for item in rest:
+        yield item
 
 
 @router.post("/embed")
-def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
+async def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
     """Embeddings for one text or a list."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
@@ -273,7 +272,7 @@ def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
     if not texts:
         raise InvalidRequest("input: give at least one text")
     started = time.perf_counter_ns()
-    vectors = ctl.manager.embed(texts, model_id, client=client_name(request))
+    vectors = await ctl.manager.aembed(texts, model_id, client=client_name(request))
     total = time.perf_counter_ns() - started
     return JSONResponse(
         {"model": model_id, "embeddings": vectors, "total_duration": total, "load_duration": 0}
@@ -281,11 +280,11 @@ def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
 
 
 @router.post("/embeddings")
-def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONResponse:
+async def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONResponse:
     """The older endpoint: one prompt, one `embedding`."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
-    vectors = ctl.manager.embed([payload.prompt], model_id, client=client_name(request))
+    vectors = await ctl.manager.aembed([payload.prompt], model_id, client=client_name(request))
     return JSONResponse({"embedding": vectors[0]})
 
 

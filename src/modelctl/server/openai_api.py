@@ -9,7 +9,7 @@ import base64
 import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -99,7 +99,7 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
 
 
 @router.post("/chat/completions")
-def chat_completions(payload: ChatRequest, request: Request) -> Response:
+async def chat_completions(payload: ChatRequest, request: Request) -> Response:
     """A chat completion; `stream: true` answers in server-sent events."""
     options = payload.options()
     if payload.max_completion_tokens is not None:
@@ -107,61 +107,60 @@ def chat_completions(payload: ChatRequest, request: Request) -> Response:
     for key in ("tools", "tool_choice", "response_format"):
         if getattr(payload, key) is not None:
             options[key] = getattr(payload, key)
-    return _answer(request, "chat", payload.model, _messages(payload), options, payload.user)
+    return await _answer(request, "chat", payload.model, _messages(payload), options, payload.user)
 
 
 @router.post("/completions")
-def completions(payload: CompletionRequest, request: Request) -> Response:
+async def completions(payload: CompletionRequest, request: Request) -> Response:
     """A text completion (no chat template)."""
     prompt = payload.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1:
             raise InvalidRequest("prompt: one prompt per request", hint="send them one by one")
         prompt = prompt[0]
-    return _answer(request, "complete", payload.model, prompt, payload.options(), payload.user)
+    return await _answer(
+        request, "complete", payload.model, prompt, payload.options(), payload.user
+    )
 
 
-def _answer(
+async def _answer(
     request: Request, kind: str, model: str, payload: Any, options: dict[str, Any], user: str | None
 ) -> Response:
     ctl = state(request)
     model_id = ctl.resolve(model)
-    method = ctl.manager.chat if kind == "chat" else ctl.manager.complete
-    answer = method(payload, model_id, client=client_name(request, user), **options)
+    method = ctl.manager.achat if kind == "chat" else ctl.manager.acomplete
+    answer = await method(payload, model_id, client=client_name(request, user), **options)
     if not options.get("stream"):
         return JSONResponse(answer)
-    chunks = iter(answer)
-    first = next(chunks, None)  # the model loads here: a failure is still a plain HTTP error
-    return StreamingResponse(_events(first, chunks), media_type="text/event-stream")
+    first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error
+    return StreamingResponse(_events(first, answer), media_type="text/event-stream")
 
 
-def _events(first: Any, chunks: Iterator[Any]) -> Iterator[str]:
+async def _events(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
     dumps = json.dumps
     try:
         if first is not None:
             yield f"data: {dumps(first, separators=(',', ':'))}\n\n"
-        for chunk in chunks:
+        async for chunk in chunks:
             yield f"data: {dumps(chunk, separators=(',', ':'))}\n\n"
     except ModelctlError as exc:
         status, code = classify(exc)
         yield f"data: {dumps(body('/v1/', status, code, exc.message, exc.hint))}\n\n"
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()  # the model is released even when the client left early
+        await chunks.aclose()  # the model is released even when the client left early
     yield "data: [DONE]\n\n"
 
 
 @router.post("/embeddings")
-def embeddings(payload: EmbeddingRequest, request: Request) -> JSONResponse:
+async def embeddings(payload: EmbeddingRequest, request: Request) -> JSONResponse:
     """Embeddings for a text or a list of texts (floats, or base64 of little-endian float32)."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
     texts = [payload.input] if isinstance(payload.input, str) else payload.input
     if not texts:
         raise InvalidRequest("input: give at least one text")
-    vectors = ctl.manager.embed(texts, model_id, client=client_name(request, payload.user))
+    vectors = await ctl.manager.aembed(texts, model_id, client=client_name(request, payload.user))
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, payload.encoding_format)}
         for i, v in enumerate(vectors)
