@@ -97,6 +97,24 @@ async def _authenticate(
         )
 
 
+class JsonBodies:
+    """Bodies are JSON whatever the Content-Type says: Ollama reads them so, and `curl -d`
+    sends form encoding unless told otherwise (pure ASGI: no cost beyond a header check)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            headers = scope["headers"]
+            kind = next((v for k, v in headers if k == b"content-type"), b"")
+            if b"json" not in kind:
+                scope = dict(scope)
+                scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"]
+                scope["headers"].append((b"content-type", b"application/json"))
+        await self.app(scope, receive, send)
+
+
 def create_app(
     manager: ModelManager,
     *,
@@ -142,6 +160,7 @@ def create_app(
         dependencies=[Depends(_authenticate)] if api_key else [],
     )
     app.state.ctl = ctl
+    app.add_middleware(JsonBodies)
     errors.install(app)
     app.include_router(openai_api.router)  # the hot path first: routes match in order
     app.include_router(ollama_api.router)
