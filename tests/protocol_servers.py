@@ -31,9 +31,13 @@ class Handler(BaseHTTPRequestHandler):
             super().handle()
 
     def body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
+        """The request's JSON body, read once (an unread body would corrupt the next request
+        on a kept-alive connection)."""
+        if not hasattr(self, "_body"):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            self._body = json.loads(raw) if raw else None
+        return self._body
 
     def send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(data).encode()
@@ -46,8 +50,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def handle_any(self) -> None:
+        self.__dict__.pop("_body", None)  # one handler object serves a connection's requests
         self.app.requests.append((self.command, self.path, dict(self.headers)))
         self.app.handle(self)
+        if self.command in ("POST", "PUT", "PATCH", "DELETE"):
+            self.body()
 
     do_GET = do_POST = do_DELETE = do_HEAD = handle_any
 
@@ -368,6 +375,7 @@ class FakeAnthropic:
         default_factory=lambda: ["claude-sonnet-4-0", "claude-3-5-haiku-latest", "claude-opus-4-0"]
     )
     requests: list[Any] = field(default_factory=list)
+    bodies: list[Any] = field(default_factory=list)
 
     def handle(self, h: Handler) -> None:
         if h.headers.get("x-api-key") != self.key:
@@ -381,17 +389,61 @@ class FakeAnthropic:
         start = self.models.index(after) + 1 if after else 0
         page = self.models[start : start + 2]  # two per page, to exercise paging
         data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2025-02-19T00:00:00Z"} for m in page]  # fmt: skip
+        if h.command == "POST" and h.path.startswith("/v1/messages"):
+            return self.messages(h, h.body() or {})
         return h.send_json(200, {"data": data, "has_more": start + 2 < len(self.models),
                                  "first_id": page[0] if page else None, "last_id": page[-1] if page else None})  # fmt: skip
+
+    def messages(self, h: Handler, body: dict[str, Any]) -> None:
+        """POST /v1/messages: the Messages API, with its streaming events."""
+        self.bodies.append(body)
+        if body.get("model") not in self.models:
+            return h.send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"model: {body.get('model')}"}})  # fmt: skip
+        if "max_tokens" not in body:
+            return h.send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}})  # fmt: skip
+        words = ["Hello", " from", " Claude"]
+        if not body.get("stream"):
+            return h.send_json(200, {"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+                                     "content": [{"type": "text", "text": "".join(words)}], "stop_reason": "end_turn",
+                                     "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 3}})  # fmt: skip
+        events = [("message_start", {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": body["model"], "stop_reason": None, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                  ("ping", {"type": "ping"})]  # fmt: skip
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}) for w in words]  # fmt: skip
+        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}}),
+                   ("message_stop", {"type": "message_stop"})]  # fmt: skip
+        write_chunked(
+            h,
+            "text/event-stream",
+            [f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events],
+        )
 
 
 @dataclass
 class FakeLMStudio:
-    """GET /api/v0/models: LM Studio's REST API."""
+    """LM Studio: GET /api/v0/models, POST /api/v1/models/load|unload (0.4+; absent when
+    `v1` is False, as in older versions), and the OpenAI-compatible /v1 endpoints."""
 
+    v1: bool = True
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance_id → load body
     requests: list[Any] = field(default_factory=list)
+    openai: FakeOpenAI = field(default_factory=lambda: FakeOpenAI(
+        key=None, models=["qwen2.5-7b-instruct", "text-embedding-nomic-embed-text-v1.5"]))  # fmt: skip
 
     def handle(self, h: Handler) -> None:
+        if h.path.startswith("/api/v1/models/") and self.v1 and h.command == "POST":
+            body = h.body() or {}
+            if h.path.endswith("/load"):
+                if body.get("model") not in self.openai.models:
+                    return h.send_json(404, {"error": {"message": f"Model '{body.get('model')}' not found", "type": "invalid_request_error"}})  # fmt: skip
+                self.loaded[body["model"]] = body
+                return h.send_json(200, {"type": "llm", "instance_id": body["model"], "load_time_seconds": 0.5, "status": "loaded"})  # fmt: skip
+            if h.path.endswith("/unload"):
+                self.loaded.pop(body.get("instance_id"), None)
+                return h.send_json(200, {"instance_id": body.get("instance_id")})
+        if h.path.startswith("/v1/"):
+            return self.openai.handle(h)
         if h.path.startswith("/api/v0/models"):
             return h.send_json(200, {"object": "list", "data": [
                 {"id": "qwen2.5-7b-instruct", "object": "model", "type": "llm", "publisher": "lmstudio-community",

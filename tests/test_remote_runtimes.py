@@ -1,7 +1,9 @@
-"""The Ollama and OpenAI-compatible runtimes through the manager and the scheduler.
+"""The Ollama, OpenAI-compatible, LM Studio and Anthropic runtimes through the manager and the
+scheduler, and (for the last two) through the gateway with the real `openai` client.
 
-Protocol tests: the Ollama daemon and an OpenAI-compatible server are loopback servers that
-speak their documented APIs (tests/protocol_servers.py): NDJSON and SSE streams included.
+Protocol tests: the Ollama daemon, an OpenAI-compatible server, LM Studio and Anthropic's API
+are loopback servers that speak their documented APIs (tests/protocol_servers.py): NDJSON and
+SSE streams included.
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelctl.backends import NotSupported
 from modelctl.manager import ModelManager
 from modelctl.scheduler import LoadFailed
-from tests.protocol_servers import FakeOllama, FakeOpenAI, OllamaModel, serve
+from tests.protocol_servers import (
+    FakeAnthropic,
+    FakeLMStudio,
+    FakeOllama,
+    FakeOpenAI,
+    OllamaModel,
+    serve,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -86,3 +96,67 @@ def test_openai_without_a_key_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
         m.registry.add({"id": "openai/gpt-4o", "backend": "openai", "refs": {"openai": "gpt-4o"}})
         with pytest.raises(LoadFailed, match="needs an API key"):
             m.load("openai/gpt-4o")
+
+
+@pytest.mark.parametrize("v1", [True, False], ids=["rest-api-v1", "older-just-in-time"])
+def test_lmstudio_runtime(monkeypatch: pytest.MonkeyPatch, v1: bool) -> None:
+    fake = FakeLMStudio(v1=v1)
+    with serve(fake) as url:
+        monkeypatch.setenv("LMSTUDIO_URL", url)
+        with ModelManager() as m:
+            m.sync(only=["lmstudio"])
+            state = m.load("lmstudio/qwen2.5-7b-instruct", context=8192)
+            assert state["state"] == "loaded" and state["device"] == "local"
+            if v1:  # loaded through the REST API, with the context asked for
+                assert fake.loaded == {
+                    "qwen2.5-7b-instruct": {"model": "qwen2.5-7b-instruct", "context_length": 8192}
+                }
+            answer = m.chat(MESSAGES, "lmstudio/qwen2.5-7b-instruct", max_tokens=2)
+            assert answer["choices"][0]["message"]["content"] == "Hi there"
+            chunks = list(m.chat(MESSAGES, "lmstudio/qwen2.5-7b-instruct", stream=True))
+            assert (
+                "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Hi there!"
+            )
+            vectors = m.embed("abcd", "lmstudio/text-embedding-nomic-embed-text-v1.5")
+            assert vectors == [[4.0, 0.25]]
+            m.unload(all=True)
+            assert fake.loaded == {}  # unloaded in LM Studio too
+
+
+def test_anthropic_runtime_and_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    import openai
+
+    from tests.live import running
+
+    fake = FakeAnthropic()
+    with serve(fake) as url:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", fake.key)
+        with ModelManager() as m:
+            m.sync(only=["anthropic"])
+            claude = "anthropic/claude-sonnet-4-0"
+            system = [{"role": "system", "content": "Be brief."}, *MESSAGES]
+            answer = m.chat(system, claude, temperature=0.3, stop="END")
+            assert answer["choices"][0]["message"]["content"] == "Hello from Claude"
+            assert answer["usage"] == {"prompt_tokens": 12, "completion_tokens": 3,
+                                       "total_tokens": 15}  # fmt: skip
+            sent = fake.bodies[-1]
+            assert sent["system"] == "Be brief." and sent["messages"] == MESSAGES
+            assert sent["max_tokens"] == 4096 and sent["stop_sequences"] == ["END"]
+            chunks = list(m.chat(MESSAGES, claude, stream=True, max_tokens=50))
+            text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+            assert text == "Hello from Claude" and chunks[-1]["usage"]["completion_tokens"] == 3
+            with pytest.raises(NotSupported, match="cannot complete"):
+                m.complete("x", claude)
+            with running(m) as gateway:
+                client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0)
+                reply = client.chat.completions.create(model=claude, messages=MESSAGES)
+                assert reply.choices[0].message.content == "Hello from Claude"
+                streamed = client.chat.completions.create(model=claude, messages=MESSAGES,
+                                                          stream=True)  # fmt: skip
+                assert "".join(c.choices[0].delta.content or "" for c in streamed) == (
+                    "Hello from Claude"
+                )
+            stats = m.usage_stats(claude)["models"][claude]
+            assert stats["requests"] == 5 and stats["errors"] == 1
+            assert stats["tokens_in"] == 12 * 4  # the stream's usage came in its last chunk

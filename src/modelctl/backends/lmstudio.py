@@ -1,15 +1,21 @@
-"""LM Studio: its REST API (`/api/v0/models`) at lmstudio_url (default 127.0.0.1:1234)."""
+"""LM Studio at lmstudio_url (default 127.0.0.1:1234): its REST API lists models
+(`/api/v0/models`) and loads and unloads them (`/api/v1/models/load|unload`, LM Studio 0.4+);
+requests go to its OpenAI-compatible endpoints (`/v1`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from modelctl import naming
 from modelctl.backends import BackendError, BackendStatus
-from modelctl.backends._http import HttpBackend
+from modelctl.backends._http import AsyncHttp, Http, HttpBackend
+from modelctl.backends.openai import OpenAIHandle
 
 if TYPE_CHECKING:
     from modelctl.model import Model
+
+log = logging.getLogger("modelctl.backends.lmstudio")
 
 _TYPES = {"llm": (["chat"], ["chat", "completion", "streaming"]),
           "vlm": (["chat", "vision"], ["chat", "vision", "streaming"]),
@@ -61,3 +67,50 @@ class LMStudioBackend(HttpBackend):
                 )
             )
         return out
+
+    def load(self, model: Model, **options: Any) -> LMStudioHandle:
+        return LMStudioHandle(self, model, context=options.get("context"))
+
+    def openai(self) -> tuple[Http, AsyncHttp]:
+        """Clients for LM Studio's OpenAI-compatible endpoints (`/v1`)."""
+        if not hasattr(self, "_v1"):
+            url, timeout = self.url + "/v1", self.settings.http_timeout
+            self._v1 = (Http(self.name, url, timeout=timeout),
+                        AsyncHttp(self.name, url, headers={}, timeout=timeout))  # fmt: skip
+        return self._v1
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if hasattr(self, "_v1"):
+            await self._v1[1].aclose()
+
+
+class LMStudioHandle(OpenAIHandle):
+    """A model LM Studio holds: loaded through its REST API (an older LM Studio without it
+    loads on the first request), asked through its OpenAI-compatible API, unloaded on close."""
+
+    device = "local"
+
+    def __init__(self, backend: LMStudioBackend, model: Model, *, context: int | None) -> None:
+        self.backend, self.model_id = backend, model.id
+        ref = model.ref_for(backend.name)
+        body: dict[str, Any] = {"model": ref}
+        if context:
+            body["context_length"] = int(context)
+        try:
+            loaded = backend.http.post("/api/v1/models/load", body) or {}
+        except BackendError as exc:
+            if "answered 404" not in exc.message:
+                raise
+            loaded = {}  # no v1 REST API: LM Studio loads just in time
+        self.instance = loaded.get("instance_id")
+        self.name = self.instance or ref
+        self.http, self.ahttp = backend.openai()
+
+    def close(self) -> None:
+        if self.instance is None:
+            return
+        try:
+            self.backend.http.post("/api/v1/models/unload", {"instance_id": self.instance})
+        except BackendError as exc:  # LM Studio went away: nothing of ours is held
+            log.warning("could not unload %s from LM Studio: %s", self.instance, exc)
