@@ -292,6 +292,29 @@ class ModelManager:
         batch = [inputs] if isinstance(inputs, str) else inputs
         return await arequest(self, "embed", model, batch, **options)
 
+    # Connectors: the model from the framework a person already writes code in.
+
+    def connector_kwargs(
+        self, model: str, framework: str = "openai", *, via: str = "auto", **params: Any
+    ) -> dict[str, Any]:
+        """A framework client's arguments for `model`, without importing the framework:
+        the model's default parameters, overridden by `params` (see modelctl.connectors)."""
+        from modelctl.connectors import connector, endpoint_for
+
+        record = self.registry[model]
+        merged = {k: v for k, v in {**record.defaults, **params}.items() if v is not None}
+        return connector(framework).kwargs(endpoint_for(self, record.id, via), merged)
+
+    def client(
+        self, model: str, framework: str = "openai", *, via: str = "auto", **params: Any
+    ) -> Any:
+        """A ready client of `framework` (openai, langchain, dspy, litellm, ollama) for `model`,
+        at its own server or (`via="gateway"`) at a running `modelctl serve`."""
+        from modelctl.connectors import connector
+
+        chosen = connector(framework)
+        return chosen.build(self.connector_kwargs(model, framework, via=via, **params))
+
     # Usage: what every request cost.
 
     @property

@@ -32,10 +32,11 @@ class Unavailable(Backend):
         )
 
 
-def entry_points() -> dict[str, Any]:
+def entry_points(group: str = GROUP) -> dict[str, Any]:
+    """The entry points of a group (backends by default; connectors too), by name."""
     from importlib.metadata import entry_points as found
 
-    return {ep.name: ep for ep in found(group=GROUP)}
+    return {ep.name: ep for ep in found(group=group)}
 
 
 def load_backends(settings: Settings, names: list[str] | None = None) -> dict[str, Backend]:
