@@ -126,3 +126,38 @@ def test_serve_as_a_process_answers_and_stops_cleanly(manager: ModelManager) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_single_model_servers_in_child_processes(manager: ModelManager) -> None:
+    import openai
+
+    server = manager.start_server("tiny")
+    try:
+        assert server.model == "tiny" and server.url.endswith(f":{server.port}") and server.pid
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        # any name reaches its one model, as with llama-server; it was loaded at start
+        answer = client.chat.completions.create(
+            model="whatever", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert answer.model == "tiny"
+        loaded = httpx.get(f"{server.url}/api/v1/loaded").json()["models"]
+        assert [(m["model"], m["pinned"]) for m in loaded] == [("tiny", True)]
+    finally:
+        assert manager.stop_server(server) == 0
+    from modelctl.errors import ModelctlError
+
+    with pytest.raises(ModelctlError, match="no model named 'nope'"):
+        manager.start_server("nope")
+
+
+def test_serve_one_model_that_cannot_load_says_why(manager: ModelManager, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    manager.registry.add({"id": "broken", "backend": "llamacpp", "location": str(broken),
+                          "installed": True})  # fmt: skip
+    from modelctl.errors import ModelctlError
+
+    with pytest.raises(ModelctlError, match="did not start") as failed:
+        manager.start_server("broken")
+    assert "cannot serve broken" in str(failed.value) and "its log:" in str(failed.value)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from modelctl.hardware import SystemInfo
     from modelctl.model import Model
     from modelctl.scheduler import Scheduler
+    from modelctl.servers import ServerInfo
     from modelctl.sync import SyncReport
     from modelctl.usage import Ledger, Usage
 
@@ -43,6 +44,7 @@ class ModelManager:
         self._backends: dict[str, Backend] | None = None
         self._scheduler: Scheduler | None = None
         self._usage: Ledger | None = None
+        self._servers: list[ServerInfo] = []
 
     @property
     def registry(self) -> Registry:
@@ -64,6 +66,8 @@ class ModelManager:
         return self._catalog
 
     def close(self) -> None:
+        for server in self._servers:
+            self.stop_server(server)
         if self._scheduler is not None:
             self._scheduler.close()
         if self._usage is not None:
@@ -314,6 +318,24 @@ class ModelManager:
 
         chosen = connector(framework)
         return chosen.build(self.connector_kwargs(model, framework, via=via, **params))
+
+    # Single-model servers, in child processes.
+
+    def start_server(self, model: str, port: int | None = None) -> ServerInfo:
+        """An OpenAI- and Ollama-compatible server for one model, in a child process: its url,
+        port, pid and model. It stops with `stop_server`, or when this manager closes."""
+        from modelctl.servers import start_server
+
+        server = start_server(self, model, port)
+        self._servers.append(server)
+        return server
+
+    def stop_server(self, server: ServerInfo) -> int:
+        from modelctl.servers import stop_server
+
+        if server in self._servers:
+            self._servers.remove(server)
+        return stop_server(server)
 
     # Usage: what every request cost.
 

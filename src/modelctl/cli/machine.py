@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
     app.command("fit")(fit)
     app.command("recommend")(recommend)
     app.command("search")(search)
+    app.command("doctor")(doctor)
 
 
 def system(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -276,3 +277,28 @@ def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> Non
 
     _common.console().print(_render.models_table(records, title="registered", fits=fits))
     _common.console().print(catalog_table(extra, fits))
+
+
+def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check this machine, the runtimes, every backend, keys and the server; say what to do."""
+    from modelctl.doctor import diagnose
+
+    findings = diagnose(_common.state(ctx).manager)
+    if as_json:
+        _common.emit_json([f.to_dict() for f in findings])
+        return
+    marks = {
+        "ok": "[green]ok[/green]  ",
+        "warn": "[yellow]warn[/yellow]",
+        "fail": "[red]fail[/red]",
+    }
+    console = _common.console()
+    for f in findings:
+        console.print(f"{marks[f.level]}  {f.area:<9} {f.message}", highlight=False)
+    steps = [f.step for f in findings if f.step and f.level != "ok"]
+    if steps:
+        console.print("\nnext steps:")
+        for number, step in enumerate(steps, 1):
+            console.print(f"  {number}. {step}", highlight=False)
+    if any(f.level == "fail" for f in findings):
+        raise typer.Exit(1)

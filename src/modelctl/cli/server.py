@@ -36,6 +36,10 @@ def serve(
     no_restore: Annotated[
         bool, typer.Option("--no-restore", help="Do not reload what the last run had loaded.")
     ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Serve this one model (loaded at start, pinned)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
     """Serve every model: management API (/api/v1), OpenAI (/v1) and Ollama (/api) APIs.
@@ -58,7 +62,7 @@ def serve(
 
     run_server(
         manager, host=host, port=port, api_key=settings.api_key, restore=not no_restore,
-        log_level=log_level, announce=announce,
+        only=model, log_level=log_level, announce=announce,
     )  # fmt: skip
     _common.say("stopped")
 

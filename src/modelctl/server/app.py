@@ -10,14 +10,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelctl import __version__
-from modelctl.errors import ConfigError
+from modelctl.errors import ConfigError, ModelctlError
 from modelctl.manager import ModelManager
 from modelctl.server import errors
 from modelctl.server.jobs import Jobs
@@ -36,11 +38,15 @@ class ServerState:
     jobs: Jobs
     metrics: Metrics
     api_key: str | None = None
+    only: str | None = None  # a single-model server: every request goes to this model
     started: float = field(default_factory=time.time)
     restored: dict[str, str] = field(default_factory=dict)  # models that failed to come back
 
     def resolve(self, ref: str) -> str:
-        """A model id from a client's name: aliases, references, and Ollama's `:latest`."""
+        """A model id from a client's name: aliases, references, and Ollama's `:latest`; on a
+        single-model server, whatever the name, its one model (as llama-server does)."""
+        if self.only is not None:
+            return self.only
         registry = self.manager.registry
         try:
             return registry.lookup(ref).id
@@ -121,6 +127,7 @@ def create_app(
     api_key: str | None = None,
     restore: bool = True,
     reaper_interval: float | None = 1.0,
+    only: str | None = None,
 ) -> FastAPI:
     """The server for `manager`: management API, OpenAI- and Ollama-compatible APIs, metrics.
 
@@ -129,14 +136,21 @@ def create_app(
     """
     from modelctl.server import management, ollama_api, openai_api
 
+    only = manager.registry.resolve(only) if only else None
     ctl = ServerState(
-        manager=manager, jobs=Jobs(manager), metrics=Metrics(manager), api_key=api_key
+        manager=manager, jobs=Jobs(manager), metrics=Metrics(manager), api_key=api_key, only=only
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = manager.scheduler
-        if restore:
+        if only is not None:
+            try:
+                await to_thread.run_sync(partial(scheduler.load, only, pin=True, keep_alive=-1))
+            except ModelctlError as exc:
+                log.error("error: cannot serve %s: %s", only, exc)
+                raise
+        elif restore:
             from modelctl.lifecycle import saved_state
 
             ctl.restored = scheduler.restore(saved_state(manager))
@@ -195,6 +209,7 @@ def serve(
     port: int = 8765,
     api_key: str | None = None,
     restore: bool = True,
+    only: str | None = None,
     log_level: str = "warning",
     announce: Callable[[str], None] | None = None,
 ) -> None:
@@ -204,7 +219,7 @@ def serve(
 
     check_bind(host, api_key)
     sock = listen(host, port)
-    app = create_app(manager, api_key=api_key, restore=restore)
+    app = create_app(manager, api_key=api_key, restore=restore, only=only)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{sock.getsockname()[1]}")

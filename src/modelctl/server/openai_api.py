@@ -188,6 +188,8 @@ def usable(ctl: Any) -> list[dict[str, Any]]:
     """Models a request can use now: installed ones, and those served elsewhere."""
     from modelctl.query import LOCAL_BACKENDS
 
+    if ctl.only is not None:
+        return [ctl.manager.registry.store.get(ctl.only)]
     return [
         r
         for r in ctl.manager.registry.records(order_by="id")
