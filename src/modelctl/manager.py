@@ -296,6 +296,18 @@ class ModelManager:
         batch = [inputs] if isinstance(inputs, str) else inputs
         return await arequest(self, "embed", model, batch, **options)
 
+    # Capabilities: what a model can do, and how we know.
+
+    def detect_capabilities(self, model: str, *, probe: bool = False) -> dict[str, list[str]]:
+        """Each capability with its sources: declared, metadata, name, and (probe=True) real
+        requests, which can also rule one out."""
+        from modelctl.capabilities import detect_capabilities
+
+        return detect_capabilities(self, model, probe=probe)
+
+    def supports(self, model: str, capability: str) -> bool:
+        return capability in self.detect_capabilities(model)
+
     # Connectors: the model from the framework a person already writes code in.
 
     def connector_kwargs(

@@ -106,14 +106,21 @@ def show(
     model: Annotated[str, typer.Argument(help="Id, alias, backend:name or .gguf path.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show everything the registry holds about a model."""
-    registry = _common.state(ctx).registry
+    """Show everything the registry holds about a model, and what it can do (with sources)."""
+    manager = _common.state(ctx).manager
+    registry = manager.registry
     record = registry[model].to_dict()
     groups = registry.groups_of(record["id"])
+    detected = manager.detect_capabilities(record["id"])
     if as_json:
-        _common.emit_json(record | {"groups": groups})
+        _common.emit_json(record | {"groups": groups, "detected_capabilities": detected})
         return
-    _common.console().print(_render.model_detail(record, groups))
+    console = _common.console()
+    console.print(_render.model_detail(record, groups))
+    if detected:
+        console.print("can:", highlight=False)
+        for capability, sources in detected.items():
+            console.print(f"  {capability:<11} {'; '.join(sources)}", highlight=False)
 
 
 def add(
