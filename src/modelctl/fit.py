@@ -425,9 +425,12 @@ def recommend(
     task: str | None = "chat",
     context: int | None = None,
     runners_up: int = 3,
+    measured: dict[str, float] | None = None,
 ) -> Recommendation:
     """The best model for this memory and task: the biggest that fits, in the priority's purpose
-    first, then the fallbacks (quality → balanced → speed, as the priority orders them)."""
+    first, then the fallbacks (quality → balanced → speed, as the priority orders them).
+    For speed, a model measured on this machine (`measured`: catalog id → generation
+    tokens/s, from profiles) beats the catalog's guesses, the fastest first."""
     if priority not in FALLBACK:
         raise FitError(f"priority must be one of {', '.join(FALLBACK)}, not {priority!r}")
     if memory is None and system is None:
@@ -449,6 +452,17 @@ def recommend(
             f"nothing for {task or 'any task'} fits: the smallest, {smallest.id}, {comp.reason}",
             comp,
         )  # fmt: skip
+    timed = sorted(
+        (ec for ec in fitting if (measured or {}).get(ec[0].id)),
+        key=lambda ec: -(measured or {})[ec[0].id],
+    )
+    if priority == "speed" and timed:
+        best, comp = timed[0]
+        speed = (measured or {})[best.id]
+        why = f"the fastest measured here for {task or 'any task'} ({speed:.1f} tokens/s)"
+        why += f": {comp.reason}"
+        rest = tuple(ec for ec in fitting if ec[0].id != best.id)[:runners_up]
+        return Recommendation(best, best.default_quantization, why, comp, rest)
     order = list(FALLBACK[priority])
     if task not in (None, "chat", "completion"):  # a model made for the task comes next
         order.insert(1, "specialized")

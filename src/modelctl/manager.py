@@ -162,8 +162,21 @@ class ModelManager:
         system = None if budget is not None else self.system_info()
         return fit.recommend(
             self.catalog, memory=budget, system=system, priority=priority, task=task,
-            context=context,
+            context=context, measured=self._measured_speeds(),
         )  # fmt: skip
+
+    def _measured_speeds(self) -> dict[str, float]:
+        """Catalog id → generation tokens/s measured here, from the newest profiles."""
+        speeds: dict[str, float] = {}
+        for model_id, found in self.profiles().items():
+            speed = found.get("generation_tokens_per_second")
+            record = self.registry.store.get(model_id)
+            if not speed or record is None:
+                continue
+            entry = (record.get("custom") or {}).get("catalog") or model_id
+            if self.catalog.find(entry) is not None:
+                speeds[self.catalog.find(entry).id] = speed
+        return speeds
 
     # Backends: where models live.
 
@@ -307,6 +320,22 @@ class ModelManager:
 
     def supports(self, model: str, capability: str) -> bool:
         return capability in self.detect_capabilities(model)
+
+    # Profiles: how fast a model is here.
+
+    def profile(self, model: str, n: int = 10, **options: Any) -> dict[str, Any]:
+        """Run n rounds of standard requests; store and return latency p50/p95, time to first
+        token, prompt and generation tokens/s, success rate and peak memory."""
+        from modelctl.profiling import profile
+
+        return profile(self, model, n, **options)
+
+    def profiles(self, *models: str) -> dict[str, dict[str, Any]]:
+        """The newest profile of each model (of every profiled model if none is named)."""
+        from modelctl.profiling import latest_profiles
+
+        ids = [self.registry.resolve(m) for m in models] if models else None
+        return latest_profiles(self, ids)
 
     # Connectors: the model from the framework a person already writes code in.
 

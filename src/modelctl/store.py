@@ -11,6 +11,7 @@ Layout (schema version in `PRAGMA user_version`, migrated on open):
     groups(name, …), group_members(group_name, model_id)
     meta(key, value)              small state: what the scheduler had loaded
     usage(at, model, latency, tokens_in, tokens_out, cost, …)  one row per request (v2)
+    profiles(model, at, data)     measured speed on this machine (v3)
 
 Concurrency: WAL mode lets readers run beside one writer; every write is one `BEGIN IMMEDIATE`
 transaction, so a read-modify-write in a transaction cannot lose another process's write.
@@ -95,7 +96,13 @@ def _schema_v2(db: sqlite3.Connection) -> None:
     usage.schema(db)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2}
+def _schema_v3(db: sqlite3.Connection) -> None:
+    from modelctl import profiling
+
+    profiling.schema(db)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from modelctl.backends import (
     ProgressFn,
     inside,
 )
+from modelctl.errors import InvalidRequest
 from modelctl.gguf_meta import _SHARD, InvalidGGUF, read_gguf, shard_paths
 
 if TYPE_CHECKING:
@@ -263,13 +265,24 @@ class LlamaCppHandle(Handle):
     def _locked(self, create: Any, stream: bool, **kwargs: Any) -> Any:
         """One request at a time: a llama.cpp context is not safe to share between threads."""
         if not stream:
-            with self._lock:
+            with self._lock, self._refusals():
                 return create(stream=False, model=self.model_id, **kwargs)
         return self._locked_stream(create, kwargs)
 
     def _locked_stream(self, create: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
-        with self._lock:  # held until the stream ends or is closed
+        with self._lock, self._refusals():  # held until the stream ends or is closed
             yield from create(stream=True, model=self.model_id, **kwargs)
+
+    @contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """llama-cpp-python's ValueError for a request it cannot take, as a clear error."""
+        try:
+            yield
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"{self.model_id}: {exc}",
+                hint="shorten the prompt, or load the model with a larger context",
+            ) from None
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
         if not self.embedding:
