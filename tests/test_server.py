@@ -425,3 +425,16 @@ def test_an_unreachable_upstream_is_a_502_in_words(monkeypatch: pytest.MonkeyPat
         with pytest.raises(openai.APIStatusError) as failed:
             client.chat.completions.create(model="gpt-4o", messages=HELLO)
         assert failed.value.status_code == 502 and "cannot reach" in failed.value.message
+
+
+def test_capabilities_and_profiles_over_http(url: str) -> None:
+    api = httpx.Client(base_url=f"{url}/api/v1", timeout=60)
+    found = api.get("/capabilities/tiny").json()["capabilities"]
+    assert "metadata: chat template" in found["chat"]
+    assert (
+        "chat" not in api.get("/capabilities/plain", params={"probe": True}).json()["capabilities"]
+    )
+    measured = api.post("/profiles/tiny", params={"n": 1})
+    assert measured.status_code == 200 and measured.json()["success_rate"] == 1.0
+    assert set(api.get("/profiles").json()) == {"tiny"}
+    assert api.post("/profiles/tiny", params={"n": 0}).status_code == 422

@@ -246,11 +246,28 @@ def _bytes(text: str | None) -> int | None:
 
 
 @router.get("/capabilities/{ref:path}")
-def capabilities(ref: ModelPath, request: Request) -> dict[str, Any]:
-    """What a model can do, as registered (declared by its backend or its metadata)."""
-    record = _record(_ctl(request), ref)
-    return {"model": record["id"], "capabilities": record.get("capabilities") or [],
-            "tasks": record.get("tasks") or []}  # fmt: skip
+def capabilities(ref: ModelPath, request: Request, probe: bool = False) -> dict[str, Any]:
+    """What a model can do, each capability with its sources (declared, metadata, name, and
+    with `probe=true` real requests)."""
+    ctl = _ctl(request)
+    model_id = ctl.resolve(ref)
+    found = ctl.manager.detect_capabilities(model_id, probe=probe)
+    return {"model": model_id, "capabilities": found}
+
+
+@router.post("/profiles/{ref:path}")
+def run_profile(
+    ref: ModelPath, request: Request, n: int = Query(10, ge=1, le=100)
+) -> dict[str, Any]:
+    """Measure a model here with n rounds of real requests; stored and returned."""
+    ctl = _ctl(request)
+    return ctl.manager.profile(ctl.resolve(ref), n)
+
+
+@router.get("/profiles")
+def profiles(request: Request, model: list[str] | None = Query(None)) -> dict[str, Any]:
+    """The newest profile of each model (or of the given ones)."""
+    return _ctl(request).manager.profiles(*(model or ()))
 
 
 # ---------------------------------------------------------------------- backends
