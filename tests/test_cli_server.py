@@ -67,7 +67,7 @@ def test_lifecycle_errors_are_one_line(server: str) -> None:
     missing = run("load", "nope")
     assert missing.exit_code == 3 and missing.stderr.startswith("error: no model named 'nope'")
     bad = run("load", "tiny", "--keep-alive", "soon")
-    assert bad.exit_code == 1 and "--keep-alive" in bad.stderr
+    assert bad.exit_code == 2 and "--keep-alive" in bad.stderr
     assert run("unload").exit_code == 1
 
 

@@ -9,6 +9,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "format_bytes",
@@ -17,6 +21,7 @@ __all__ = [
     "parse_bytes",
     "parse_count",
     "parse_duration",
+    "parse_field",
     "parse_parameters",
 ]
 
@@ -69,6 +74,16 @@ def parse_duration(value: str | int | float) -> float:
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValueError("a duration must be a finite number")
     return -1.0 if seconds < 0 else seconds
+
+
+def parse_field(parse: Callable[[Any], T], value: Any, field: str) -> T:
+    """`parse(value)`; a bad value is an InvalidRequest that names the field."""
+    from modelctl.errors import InvalidRequest
+
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field}: {exc}") from None
 
 
 def format_bytes(size: int | None) -> str:

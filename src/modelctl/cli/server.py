@@ -75,14 +75,9 @@ def _client(ctx: typer.Context) -> Any:
 
 
 def _keep_alive(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from modelctl.units import parse_duration
+    from modelctl.units import parse_duration, parse_field
 
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise ModelctlError(f"--keep-alive: {exc}") from None
+    return None if text is None else parse_field(parse_duration, text, "--keep-alive")
 
 
 def load(

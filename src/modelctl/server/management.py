@@ -19,6 +19,7 @@ from modelctl import __version__
 from modelctl.errors import InvalidRequest
 from modelctl.kinds import Capability, Purpose, SizeClass, Task
 from modelctl.server.app import ServerState, state
+from modelctl.units import parse_bytes, parse_duration, parse_field
 
 __all__ = ["router"]
 
@@ -235,14 +236,7 @@ def recommend(
 
 
 def _bytes(text: str | None) -> int | None:
-    if text is None:
-        return None
-    from modelctl.units import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise InvalidRequest(f"memory: {exc}") from None
+    return None if text is None else parse_field(parse_bytes, text, "memory")
 
 
 @router.get("/capabilities/{ref:path}")
@@ -353,12 +347,7 @@ class LoadRequest(BaseModel):
     def options(self) -> dict[str, Any]:
         given = self.model_dump(exclude={"model"}, exclude_none=True)
         if "keep_alive" in given:
-            from modelctl.units import parse_duration
-
-            try:
-                given["keep_alive"] = parse_duration(given["keep_alive"])
-            except ValueError as exc:
-                raise InvalidRequest(f"keep_alive: {exc}") from None
+            given["keep_alive"] = parse_field(parse_duration, given["keep_alive"], "keep_alive")
         return given
 
 

@@ -20,7 +20,7 @@ from modelctl import __version__
 from modelctl.errors import InvalidRequest, ModelctlError
 from modelctl.server.app import ServerState, client_name, state
 from modelctl.server.openai_api import usable
-from modelctl.units import format_parameters, parse_duration
+from modelctl.units import format_parameters, parse_duration, parse_field
 
 __all__ = ["router"]
 
@@ -85,10 +85,7 @@ def _options(payload: _Request, *, stream: bool) -> dict[str, Any]:
     if "num_ctx" in given:
         options["context"] = given["num_ctx"]
     if payload.keep_alive is not None:
-        try:
-            options["keep_alive"] = parse_duration(payload.keep_alive)
-        except ValueError as exc:
-            raise InvalidRequest(f"keep_alive: {exc}") from None
+        options["keep_alive"] = parse_field(parse_duration, payload.keep_alive, "keep_alive")
     fmt = getattr(payload, "format", None)
     if fmt == "json":
         options["response_format"] = {"type": "json_object"}

@@ -20,6 +20,7 @@ from modelctl.errors import InvalidRequest, ModelctlError
 from modelctl.model import GENERATION_OPTIONS
 from modelctl.server.app import client_name, state
 from modelctl.server.errors import body, classify
+from modelctl.units import parse_duration, parse_field
 
 __all__ = ["router"]
 
@@ -58,12 +59,7 @@ class Sampling(BaseModel):
     def options(self) -> dict[str, Any]:
         given = self.model_dump(exclude_none=True, include=GENERATION_OPTIONS | {"stream"})
         if self.keep_alive is not None:
-            from modelctl.units import parse_duration
-
-            try:
-                given["keep_alive"] = parse_duration(self.keep_alive)
-            except ValueError as exc:
-                raise InvalidRequest(f"keep_alive: {exc}") from None
+            given["keep_alive"] = parse_field(parse_duration, self.keep_alive, "keep_alive")
         return given
 
 
