@@ -161,3 +161,9 @@ def test_serve_one_model_that_cannot_load_says_why(manager: ModelManager, tmp_pa
     with pytest.raises(ModelctlError, match="did not start") as failed:
         manager.start_server("broken")
     assert "cannot serve broken" in str(failed.value) and "its log:" in str(failed.value)
+
+
+def test_closing_the_manager_stops_every_server(manager: ModelManager) -> None:
+    servers = [manager.start_server("tiny"), manager.start_server("other")]
+    manager.close()
+    assert [s.process.poll() for s in servers] == [0, 0]

@@ -66,7 +66,7 @@ class ModelManager:
         return self._catalog
 
     def close(self) -> None:
-        for server in self._servers:
+        for server in list(self._servers):  # stop_server takes each off the list
             self.stop_server(server)
         if self._scheduler is not None:
             self._scheduler.close()
