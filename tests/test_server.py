@@ -438,3 +438,28 @@ def test_capabilities_and_profiles_over_http(url: str) -> None:
     assert measured.status_code == 200 and measured.json()["success_rate"] == 1.0
     assert set(api.get("/profiles").json()) == {"tiny"}
     assert api.post("/profiles/tiny", params={"n": 0}).status_code == 422
+
+
+def test_concurrent_requests_to_one_model(url: str, manager: ModelManager) -> None:
+    """Many clients at once on one in-process model: each answered, one load, one context at
+    a time inside llama.cpp (its contexts are not safe to share between threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+    def ask(i: int) -> str:
+        if i % 2:
+            stream = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4,
+                                                    stream=True)  # fmt: skip
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        answer = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4)
+        return answer.choices[0].message.content
+
+    events: list[str] = []
+    manager.events.on("model-loaded", lambda e: events.append(e.data["model"]))
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, range(24)))
+    assert len(answers) == 24 and all(isinstance(a, str) for a in answers)
+    assert events == ["tiny"]  # twenty-four requests, one load
+    assert manager.usage_stats("tiny")["models"]["tiny"]["errors"] == 0
+    assert {m["model"]: m for m in manager.loaded()}["tiny"]["in_flight"] == 0

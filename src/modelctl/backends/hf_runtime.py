@@ -33,6 +33,8 @@ def model_folder(location: str) -> Path:
 
 class TransformersHandle(Handle):
     def __init__(self, model: Model, location: str, **options: Any) -> None:
+        # one request at a time: a fast tokenizer refuses concurrent use ("Already borrowed")
+        self._lock = threading.Lock()
         try:
             import torch
             import transformers
@@ -84,10 +86,10 @@ class TransformersHandle(Handle):
         prompt_tokens = int(prompt_ids.shape[-1])
         if stream:
             return self._stream(inputs, kwargs, kind)
-        with self.torch.no_grad():
+        with self._lock, self.torch.no_grad():
             output = self.model.generate(**inputs, **kwargs)
-        new = output[0][prompt_tokens:]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+            new = output[0][prompt_tokens:]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
         finish = "length" if len(new) >= kwargs["max_new_tokens"] else "stop"
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new),
                  "total_tokens": prompt_tokens + len(new)}  # fmt: skip
@@ -106,17 +108,20 @@ class TransformersHandle(Handle):
     ) -> Iterator[dict[str, Any]]:
         from transformers import TextIteratorStreamer
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        worker = threading.Thread(
-            target=self._generate_quietly, args=(inputs, kwargs, streamer), daemon=True
-        )
-        worker.start()
-        name = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        for piece in streamer:
-            if piece:
-                body = {"delta": {"content": piece}} if kind == "chat" else {"text": piece}
-                yield response(self.model_id, name, body | {"finish_reason": None})
-        worker.join()
+        with self._lock:  # held until the stream ends or is closed
+            streamer = TextIteratorStreamer(
+                self.tokenizer, skip_prompt=True, skip_special_tokens=True
+            )
+            worker = threading.Thread(
+                target=self._generate_quietly, args=(inputs, kwargs, streamer), daemon=True
+            )
+            worker.start()
+            name = "chat.completion.chunk" if kind == "chat" else "text_completion"
+            for piece in streamer:
+                if piece:
+                    body = {"delta": {"content": piece}} if kind == "chat" else {"text": piece}
+                    yield response(self.model_id, name, body | {"finish_reason": None})
+            worker.join()
         yield response(
             self.model_id,
             name,
@@ -133,16 +138,19 @@ class TransformersHandle(Handle):
         self._generating()
         if not getattr(self.tokenizer, "chat_template", None):
             raise NotSupported(f"{self.model_id} has no chat template", hint="use completion")
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt"
-        )
+        with self._lock:
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt"
+            )
         if not hasattr(ids, "shape"):  # newer tokenizers may return a BatchEncoding
             ids = ids["input_ids"]
         return self._run(ids, options, stream, "chat")
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
         self._generating()
-        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with self._lock:
+            ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        ids = ids["input_ids"]
         return self._run(ids, options, stream, "completion")
 
     # ------------------------------------------------------------------ embeddings
@@ -153,10 +161,9 @@ class TransformersHandle(Handle):
                 f"{self.model_id} was not loaded for embeddings", hint="load it with embedding=True"
             )
         torch = self.torch
-        batch = self.tokenizer(inputs, padding=True, truncation=True, return_tensors="pt").to(
-            self.model.device
-        )
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
+            batch = self.tokenizer(inputs, padding=True, truncation=True, return_tensors="pt")
+            batch = batch.to(self.model.device)
             hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
