@@ -4,6 +4,7 @@ loaded by llama.cpp, and the real `openai` and `ollama` client packages talking 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def url(manager: ModelManager) -> Iterator[str]:
 def test_openai_client_chat_stream_complete_models(url: str, manager: ModelManager) -> None:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     assert {m.id for m in client.models.list()} == {"tiny", "plain"}
-    assert client.models.retrieve("tiny").owned_by == "llamacpp"
+    retrieved = client.models.retrieve("tiny")
+    assert retrieved.owned_by == "llamacpp"
+    assert abs(retrieved.created - time.time()) < 600  # registered just now, in UTC
 
     answer = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4, seed=1)
     assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"

@@ -6,6 +6,7 @@ accepted and ignored, as OpenAI-compatible servers do.
 """
 
 import base64
+import calendar
 import json
 import struct
 import time
@@ -173,8 +174,8 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 
 def _listing(record: dict[str, Any]) -> dict[str, Any]:
     created = record.get("created_at") or ""
-    try:
-        stamp = int(time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")))
+    try:  # stored in UTC
+        stamp = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         stamp = 0
     return {"id": record["id"], "object": "model", "created": stamp, "owned_by": record["backend"]}
