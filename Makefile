@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/memory_estimate.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/http_clients.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

@@ -146,63 +146,60 @@ def test_ollama_client_list_chat_generate_ps_show(url: str, manager: ModelManage
     assert missing.value.status_code == 404 and "no model named" in missing.value.error
 
 
-def test_ollama_pull_and_delete_through_the_gateway(
-    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def hub(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
+    """The Hub (a protocol server) with one GGUF repository; yields the file's bytes."""
+    data = write_llama(tmp_path / "src.gguf", TinySpec(dtype="Q8_0")).read_bytes()
+    with serve(FakeHub(repos={"org/Hubby-GGUF": {"Hubby-Q8_0.gguf": data}})) as hub_url:
+        monkeypatch.setenv("HF_ENDPOINT", hub_url)
+        yield data
+
+
+def test_ollama_pull_and_delete_through_the_gateway(hub: bytes) -> None:
     """Pulls go through modelctl's backends: here a GGUF file from the Hub (protocol server)."""
-    data = write_llama(tmp_path / "src.gguf", TinySpec(dtype="Q8_0")).read_bytes()
-    hub = FakeHub(repos={"org/Hubby-GGUF": {"Hubby-Q8_0.gguf": data}})
-    with serve(hub) as hub_url:
-        monkeypatch.setenv("HF_ENDPOINT", hub_url)
-        with ModelManager() as manager, running(manager) as url:
-            client = ollama.Client(host=url)
-            steps = list(client.pull("hf:org/Hubby-GGUF/Hubby-Q8_0.gguf", stream=True))
-            assert steps[-1].status == "success"
-            assert any(s.total == len(data) and s.completed == len(data) for s in steps)
-            pulled = manager.registry["Hubby-Q8_0"]
-            assert pulled.installed and pulled.backend == "llamacpp"
-            reply = client.generate(model="Hubby-Q8_0", prompt="hi", options={"num_predict": 2})
-            assert reply.done
+    data = hub
+    with ModelManager() as manager, running(manager) as url:
+        client = ollama.Client(host=url)
+        steps = list(client.pull("hf:org/Hubby-GGUF/Hubby-Q8_0.gguf", stream=True))
+        assert steps[-1].status == "success"
+        assert any(s.total == len(data) and s.completed == len(data) for s in steps)
+        pulled = manager.registry["Hubby-Q8_0"]
+        assert pulled.installed and pulled.backend == "llamacpp"
+        reply = client.generate(model="Hubby-Q8_0", prompt="hi", options={"num_predict": 2})
+        assert reply.done
 
-            with pytest.raises(ollama.ResponseError) as missing:
-                client.pull("hf:org/Nothing-GGUF/x-Q8_0.gguf")
-            assert missing.value.status_code == 502 and "Nothing-GGUF" in missing.value.error
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.pull("hf:org/Nothing-GGUF/x-Q8_0.gguf")
+        assert missing.value.status_code == 502 and "Nothing-GGUF" in missing.value.error
 
-            client.delete("Hubby-Q8_0")
-            assert manager.registry["Hubby-Q8_0"].installed is False
-            assert not Path(pulled.location).exists()
-            with pytest.raises(ollama.ResponseError) as gone:
-                client.delete("nope")
-            assert gone.value.status_code == 404
-            assert httpx.get(f"{url}/api/version").json()["version"]
+        client.delete("Hubby-Q8_0")
+        assert manager.registry["Hubby-Q8_0"].installed is False
+        assert not Path(pulled.location).exists()
+        with pytest.raises(ollama.ResponseError) as gone:
+            client.delete("nope")
+        assert gone.value.status_code == 404
+        assert httpx.get(f"{url}/api/version").json()["version"]
 
 
-def test_install_job_with_progress_events(
-    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = write_llama(tmp_path / "src.gguf", TinySpec(dtype="Q8_0")).read_bytes()
-    hub = FakeHub(repos={"org/Hubby-GGUF": {"Hubby-Q8_0.gguf": data}})
-    with serve(hub) as hub_url:
-        monkeypatch.setenv("HF_ENDPOINT", hub_url)
-        with ModelManager() as manager, running(manager) as url:
-            api = httpx.Client(base_url=f"{url}/api/v1")
-            job = api.post("/installs", json={"model": "hf:org/Hubby-GGUF", "quantization": "Q8_0"})
-            assert job.status_code == 202
-            job_id = job.json()["id"]
-            with api.stream("GET", f"/installs/{job_id}/events") as events:
-                seen = [
-                    json.loads(line[6:])
-                    for line in events.iter_lines()
-                    if line.startswith("data: ")
-                ]
-            assert seen[-1]["state"] == "done" and seen[-1]["result"] == "Hubby-Q8_0"
-            assert any(e["total"] == len(data) for e in seen)
-            assert api.get(f"/installs/{job_id}").json()["state"] == "done"
-            assert api.get("/models/Hubby-Q8_0").json()["installed"] is True
-            failed = api.post("/installs", json={"model": "hf:org/Nope-GGUF/x-Q8_0.gguf"}).json()
-            with api.stream("GET", f"/installs/{failed['id']}/events") as events:
-                last = [line for line in events.iter_lines() if line.startswith("data: ")][-1]
-            assert json.loads(last[6:])["state"] == "failed"
+def test_install_job_with_progress_events(hub: bytes) -> None:
+    data = hub
+    with ModelManager() as manager, running(manager) as url:
+        api = httpx.Client(base_url=f"{url}/api/v1")
+        job = api.post("/installs", json={"model": "hf:org/Hubby-GGUF", "quantization": "Q8_0"})
+        assert job.status_code == 202
+        job_id = job.json()["id"]
+        with api.stream("GET", f"/installs/{job_id}/events") as events:
+            seen = [
+                json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")
+            ]
+        assert seen[-1]["state"] == "done" and seen[-1]["result"] == "Hubby-Q8_0"
+        assert any(e["total"] == len(data) for e in seen)
+        assert api.get(f"/installs/{job_id}").json()["state"] == "done"
+        assert api.get("/models/Hubby-Q8_0").json()["installed"] is True
+        failed = api.post("/installs", json={"model": "hf:org/Nope-GGUF/x-Q8_0.gguf"}).json()
+        with api.stream("GET", f"/installs/{failed['id']}/events") as events:
+            last = [line for line in events.iter_lines() if line.startswith("data: ")][-1]
+        assert json.loads(last[6:])["state"] == "failed"
 
 
 def test_cancelling_an_install_stops_it_at_the_next_progress_report() -> None:

@@ -66,24 +66,12 @@ def endpoint_for(manager: ModelManager, ref: str, via: str = "auto") -> Endpoint
 
 
 def _direct(manager: ModelManager, record: Any) -> Endpoint | None:
-    settings = manager.settings
     backend = manager.backends.get(record.backend)
-    ref = record.ref_for(record.backend)
-    name = getattr(backend, "name", record.backend)
-    if name == "openai":
-        url = backend.url.rstrip("/")  # type: ignore[union-attr]
-        key = backend.api_key or "none"  # type: ignore[union-attr]
-        return Endpoint(url, url.removesuffix("/v1"), key, ref, "direct")
-    if name == "ollama":
-        host = settings.ollama_host.rstrip("/")
-        return Endpoint(f"{host}/v1", host, "ollama", ref, "direct")
-    if name == "lmstudio":
-        host = settings.lmstudio_url.rstrip("/")
-        return Endpoint(f"{host}/v1", host, "lm-studio", ref, "direct")
-    if name == "anthropic" and settings.anthropic_api_key:  # its OpenAI-compatible endpoint
-        host = settings.anthropic_base_url.rstrip("/")
-        return Endpoint(f"{host}/v1", host, settings.anthropic_api_key, ref, "direct")
-    return None
+    found = backend.server() if backend is not None else None
+    if found is None:
+        return None
+    base_url, host, key = found
+    return Endpoint(base_url, host, key, record.ref_for(record.backend), "direct")
 
 
 class Connector(ABC):

@@ -56,11 +56,8 @@ class Usage:
 
     def row(self) -> tuple[Any, ...]:
         """The values in `_COLUMNS` order (attribute reads: `asdict` costs 10x more)."""
-        return (
-            self.at, self.model, self.backend, self.kind, self.client, self.latency, self.ttft,
-            self.tokens_in, self.tokens_out, self.tokens_per_second, int(self.ok), self.error,
-            self.cost,
-        )  # fmt: skip
+        ok = int(self.ok)  # SQLite has no booleans
+        return tuple(ok if column == "ok" else getattr(self, column) for column in _COLUMNS)
 
 
 def schema(db: Any) -> None:

@@ -201,6 +201,11 @@ class Backend(ABC):
         """Make `model` ready to answer (into memory, for an in-process runtime)."""
         raise NotSupported(f"loading models through {self.instance} is not supported yet")
 
+    def server(self) -> tuple[str, str, str] | None:
+        """This backend's own server, for clients that talk to it directly: its
+        OpenAI-compatible base URL, its root, and the key to send. None for in-process ones."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 (a hook: most backends open nothing)
         """Close what the gateway's async requests opened (HTTP sessions)."""
 

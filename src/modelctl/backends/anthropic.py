@@ -64,6 +64,12 @@ class AnthropicBackend(HttpBackend):
             for entry in self._list()
         ]
 
+    def server(self) -> tuple[str, str, str] | None:
+        """Anthropic's OpenAI-compatible endpoint, when there is a key."""
+        key = self.settings.anthropic_api_key
+        host = self.url.rstrip("/")
+        return (f"{host}/v1", host, key) if key else None
+
     def load(self, model: Model, **options: Any) -> Handle:
         """ "Loading" a Claude model checks the key and that the model is offered."""
         return AnthropicHandle(self, model)

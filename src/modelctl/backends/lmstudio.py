@@ -71,6 +71,10 @@ class LMStudioBackend(HttpBackend):
     def load(self, model: Model, **options: Any) -> LMStudioHandle:
         return LMStudioHandle(self, model, context=options.get("context"))
 
+    def server(self) -> tuple[str, str, str]:
+        host = self.url.rstrip("/")
+        return f"{host}/v1", host, "lm-studio"
+
     def openai(self) -> tuple[Http, AsyncHttp]:
         """Clients for LM Studio's OpenAI-compatible endpoints (`/v1`)."""
         if not hasattr(self, "_v1"):

@@ -35,6 +35,10 @@ class OllamaBackend(HttpBackend):
     name = "ollama"
     url_setting = "ollama_host"
 
+    def server(self) -> tuple[str, str, str]:
+        host = self.url.rstrip("/")
+        return f"{host}/v1", host, "ollama"
+
     def status(self) -> BackendStatus:
         try:
             version = self.http.get("/api/version").get("version")

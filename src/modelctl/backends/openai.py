@@ -37,6 +37,10 @@ class OpenAIBackend(HttpBackend):
         self.key_name = key_name
         self.key_required = key_required
 
+    def server(self) -> tuple[str, str, str]:
+        url = self.url.rstrip("/")
+        return url, url.removesuffix("/v1"), self.api_key or "none"
+
     @classmethod
     def instances(cls, settings: Any) -> list[Backend]:
         found: list[Backend] = [

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelctl import __version__
 from modelctl.errors import InvalidRequest
 from modelctl.kinds import Capability, Purpose, SizeClass, Task
+from modelctl.query import LOCAL_BACKENDS
 from modelctl.server.app import ServerState, state
 from modelctl.units import parse_bytes, parse_duration, parse_field
 
@@ -154,16 +155,13 @@ def delete_model(
     manager = ctl.manager
     record = manager.registry.store.get(model_id) or {}
     plan = None
-    if record.get("installed") and record.get("backend") in _DELETABLE:
+    if record.get("installed") and record.get("backend") in LOCAL_BACKENDS:
         if not dry_run:
             manager.unload(model_id)
         plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()
     if forget and not dry_run:
         del manager.registry[model_id]
     return {"model": model_id, "plan": plan, "forgotten": forget and not dry_run}
-
-
-_DELETABLE = frozenset({"ollama", "llamacpp", "huggingface", "lmstudio", "mlx"})
 
 
 @router.get("/groups")
