@@ -29,9 +29,11 @@ run: $(STAMP)
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl demo
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl serve --port $(PORT)
 
+# The layers DESIGN.md draws are a contract (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest -q

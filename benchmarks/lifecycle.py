@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
 
 RUNS = 9
 

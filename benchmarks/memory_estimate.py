@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelctl.demo import TinySpec, write_llama
-from modelctl.fit import estimate_memory
-from modelctl.gguf_meta import read_gguf
+from modelctl.fit.estimate import estimate_memory
+from modelctl.fit.gguf_meta import read_gguf
+from modelctl.ops.demo import TinySpec, write_llama
 
 MiB = 2**20
 

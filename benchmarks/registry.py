@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelctl.query import compile_order, compile_query
 from modelctl.registry import Registry
+from modelctl.registry.query import compile_order, compile_query
 
 BACKENDS = ["ollama"] * 4 + ["huggingface"] * 2 + ["llamacpp"] * 2 + ["openai", "anthropic"]
 TAGS = ["prod", "dev", "local", "remote", "code", "chat", "eval", "team-a", "team-b", "old"]

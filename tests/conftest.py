@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.model import Model
+from modelctl.record.model import Model
 from modelctl.registry import Registry
 
 
@@ -34,7 +34,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    reg = Registry.open(tmp_path / "registry.sqlite")
+    """A registry told what the installed backends declare, as the manager tells its own."""
+    from tests.schemes import SCHEMES
+
+    reg = Registry.open(tmp_path / "registry.sqlite", schemes=lambda: SCHEMES)
     yield reg
     reg.close()
 

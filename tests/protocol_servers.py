@@ -126,15 +126,20 @@ class OllamaModel:
 
 @dataclass
 class FakeOllama:
-    """GET /api/version, /api/tags, /api/ps; POST /api/show, /api/pull (NDJSON); DELETE /api/delete."""
+    """GET /api/version, /api/tags, /api/ps; POST /api/show, /api/pull (NDJSON); DELETE /api/delete.
+    As the registry: GET /v2/{namespace}/{model}/manifests/{tag} for the library's models, whose
+    model layer is `listed` bytes where given (a model too big to serve), else its blob's size."""
 
     models: dict[str, OllamaModel] = field(default_factory=dict)
     library: dict[str, OllamaModel] = field(default_factory=dict)  # what a pull can fetch
+    listed: dict[str, int] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)  # name → keep_alive it was given
     requests: list[Any] = field(default_factory=list)
 
     def handle(self, h: Handler) -> None:
         path = h.path.split("?")[0]
+        if h.command == "GET" and path.startswith("/v2/") and "/manifests/" in path:
+            return self.manifest(h, path)
         if h.command == "GET" and path == "/api/version":
             return h.send_json(200, {"version": "0.12.6"})
         if h.command == "GET" and path == "/api/tags":
@@ -239,6 +244,22 @@ class FakeOllama:
         events = [*(piece(w, False) for w in words), piece("", True)]
         write_chunked(h, "application/x-ndjson", [(json.dumps(e) + "\n").encode() for e in events])
         return None
+
+    def manifest(self, h: Handler, path: str) -> None:
+        repo, tag = path.removeprefix("/v2/").split("/manifests/")
+        namespace, model = repo.split("/", 1)
+        name = f"{model}:{tag}" if namespace == "library" else f"{repo}:{tag}"
+        found = self.library.get(name)
+        if found is None:
+            return h.send_json(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})  # fmt: skip
+        size = self.listed.get(name, len(found.blob))
+        layer = "application/vnd.ollama.image."
+        return h.send_json(200, {
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": "sha256:" + "c" * 64, "size": 485},
+            "layers": [{"mediaType": layer + "model", "digest": "sha256:" + found.blob_digest, "size": size},
+                       {"mediaType": layer + "template", "digest": "sha256:" + "d" * 64, "size": 1095}],
+        })  # fmt: skip
 
     def pull(self, h: Handler, name: str) -> None:
         model = self.library.get(name)
@@ -468,6 +489,7 @@ class FakeHub:
     `cut_after` bytes: the next GET of a file stops after that many bytes (an interrupted
     download); with `down_after_cut`, the hub then answers 503 until `down` is cleared.
     `corrupt`: files served with content that does not match their ETag.
+    `listed`: sizes the tree listing gives instead of the real ones (a model too big to serve).
     """
 
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
@@ -478,6 +500,7 @@ class FakeHub:
     corrupt: set[str] = field(default_factory=set)
     gated: set[str] = field(default_factory=set)
     requests: list[Any] = field(default_factory=list)
+    listed: dict[str, int] = field(default_factory=dict)
 
     def handle(self, h: Handler) -> None:
         from urllib.parse import unquote, urlparse
@@ -493,8 +516,8 @@ class FakeHub:
                                                  "siblings": [{"rfilename": f} for f in sorted(files)]})  # fmt: skip
                     if kind == "tree":
                         return h.send_json(200, [
-                            {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest(),
-                             **({"lfs": {"oid": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}}
+                            {"type": "file", "path": f, "size": self.listed.get(f, len(b)), "oid": hashlib.sha1(b).hexdigest(),
+                             **({"lfs": {"oid": hashlib.sha256(b).hexdigest(), "size": self.listed.get(f, len(b)), "pointerSize": 134}}
                                 if f.endswith((".gguf", ".safetensors")) else {})}
                             for f, b in sorted(files.items())
                         ])  # fmt: skip

@@ -21,7 +21,7 @@ from modelctl.backends.mlx import MLXBackend
 from modelctl.backends.ollama import OllamaBackend
 from modelctl.backends.openai import OpenAIBackend
 from modelctl.config import Settings
-from modelctl.demo import TinySpec, write_llama
+from modelctl.ops.demo import TinySpec, write_llama
 from tests.protocol_servers import (
     FakeAnthropic,
     FakeHub,

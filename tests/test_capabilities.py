@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.demo import TOOL_TEMPLATE, TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TOOL_TEMPLATE, TinySpec, write_llama
 
 
 @pytest.fixture

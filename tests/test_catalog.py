@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.catalog import BITS_PER_WEIGHT, Catalog, InvalidCatalog
-from modelctl.errors import ModelNotFound
-from modelctl.kinds import Capability, Purpose, Task
-from modelctl.model import Model
+from modelctl.fit.catalog import BITS_PER_WEIGHT, Catalog
+from modelctl.record.errors import InvalidCatalog, ModelNotFound
+from modelctl.record.kinds import Capability, Purpose, Task
+from modelctl.record.model import Model
+from tests.schemes import SCHEMES
 
-CATALOG = Catalog.load()
+CATALOG = Catalog.load(schemes=SCHEMES)
 LOCAL = [e for e in CATALOG if e.is_local]
 REMOTE = [e for e in CATALOG if not e.is_local]
 

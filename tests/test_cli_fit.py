@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.demo import TinySpec, write_llama
+from modelctl.ops.demo import TinySpec, write_llama
 
 
 def run(*args: str):
@@ -33,7 +33,7 @@ def test_fit_catalog_model() -> None:
         == parts["weights"] + parts["kv_cache"] + parts["compute"] + parts["overhead"]
     )
     result = run("fit", "llama3.1:70b", "--memory", "8G", "--context", "32k")
-    assert result.exit_code == 1 and "won't fit" in result.stdout and "kv cache" in result.stdout
+    assert result.exit_code == 7 and "won't fit" in result.stdout and "kv cache" in result.stdout
 
 
 def test_fit_a_gguf_file_and_a_registered_model(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
 from tests.live import running
 
 
@@ -145,7 +145,7 @@ def test_single_model_servers_in_child_processes(manager: ModelManager) -> None:
         assert [(m["model"], m["pinned"]) for m in loaded] == [("tiny", True)]
     finally:
         assert manager.stop_server(server) == 0
-    from modelctl.errors import ModelctlError
+    from modelctl.record.errors import ModelctlError
 
     with pytest.raises(ModelctlError, match="no model named 'nope'"):
         manager.start_server("nope")
@@ -156,14 +156,21 @@ def test_serve_one_model_that_cannot_load_says_why(manager: ModelManager, tmp_pa
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     manager.registry.add({"id": "broken", "backend": "llamacpp", "location": str(broken),
                           "installed": True})  # fmt: skip
-    from modelctl.errors import ModelctlError
+    from modelctl.record.errors import ModelctlError
 
     with pytest.raises(ModelctlError, match="did not start") as failed:
         manager.start_server("broken")
     assert "cannot serve broken" in str(failed.value) and "its log:" in str(failed.value)
 
 
-def test_closing_the_manager_stops_every_server(manager: ModelManager) -> None:
+def test_a_server_stops_by_name_and_closing_the_manager_stops_the_rest(
+    manager: ModelManager,
+) -> None:
+    from modelctl.record.errors import NotFound
+
     servers = [manager.start_server("tiny"), manager.start_server("other")]
+    assert manager.stop_server("other") == 0 and servers[1].process.poll() == 0
+    with pytest.raises(NotFound, match="no server of this manager serves 'other'"):
+        manager.stop_server("other")
     manager.close()
     assert [s.process.poll() for s in servers] == [0, 0]

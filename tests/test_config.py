@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelctl.config import Settings, write_setting
-from modelctl.errors import ConfigError
+from modelctl.record.errors import ConfigError
 
 
 def test_defaults_follow_home(isolated: Path) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.connectors import MissingPackage
-from modelctl.demo import TinySpec, write_llama
-from modelctl.errors import ModelctlError, NotFound
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
+from modelctl.record.errors import MissingPackage, ModelctlError, NotFound
 from tests.live import running
 from tests.protocol_servers import FakeOpenAI, serve
 

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.doctor import diagnose
 from modelctl.manager import ModelManager
 from tests.protocol_servers import FakeOllama, FakeOpenAI, OllamaModel, serve
 
@@ -34,7 +33,7 @@ def test_a_working_setup_is_all_ok(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         with ModelManager() as manager:
             manager.sync(only=["ollama"])
-            found = {(f.area, f.message.split(":")[0]): f for f in diagnose(manager)}
+            found = {(f.area, f.message.split(":")[0]): f for f in manager.doctor()}
     assert found[("backend", "ollama")].level == "ok"
     assert found[("backend", "openai")].level == "ok"
     assert found[("keys", "OPENAI_API_KEY is set")].level == "ok"

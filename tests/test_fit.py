@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.catalog import Catalog
-from modelctl.demo import TinySpec, write_llama
-from modelctl.fit import (
+from modelctl.fit.catalog import Catalog
+from modelctl.fit.estimate import (
     Architecture,
     FitError,
     check_compatibility,
@@ -18,11 +17,13 @@ from modelctl.fit import (
     from_parameters,
     recommend,
 )
-from modelctl.gguf_meta import read_gguf
-from modelctl.hardware import GPU, SystemInfo
+from modelctl.fit.gguf_meta import read_gguf
+from modelctl.fit.hardware import GPU, SystemInfo
+from modelctl.ops.demo import TinySpec, write_llama
 from modelctl.registry import Registry
+from tests.schemes import SCHEMES
 
-CATALOG = Catalog.load()
+CATALOG = Catalog.load(schemes=SCHEMES)
 GiB = 2**30
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.demo import TinySpec, write_llama
-from modelctl.gguf_meta import InvalidGGUF, read_gguf, shard_paths
+from modelctl.fit.gguf_meta import read_gguf, shard_paths
+from modelctl.ops.demo import TinySpec, write_llama
+from modelctl.record.errors import InvalidGGUF
 
 
 def expected_parameters(spec: TinySpec) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.hardware import GPU, nvidia_gpus, system_info
+from modelctl.fit.hardware import GPU, nvidia_gpus, system_info
 
 
 def test_this_machine(tmp_path: Path) -> None:

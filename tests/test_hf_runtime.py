@@ -100,7 +100,7 @@ def test_tiny_llama_chats_completes_and_streams(manager: ModelManager) -> None:
 
 
 def test_a_folder_without_model_files(manager: ModelManager, tmp_path: Path) -> None:
-    from modelctl.scheduler import LoadFailed
+    from modelctl.record.errors import LoadFailed
 
     manager.registry.add({"id": "empty", "backend": "huggingface", "location": str(tmp_path)})
     with pytest.raises(LoadFailed, match="no model files"):

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from modelctl.errors import InvalidModel
-from modelctl.kinds import Capability, SizeClass, Task
-from modelctl.model import Model, size_class_for
+from modelctl.record.errors import InvalidModel
+from modelctl.record.kinds import Capability, SizeClass, Task
+from modelctl.record.model import Model, size_class_for
 
 
 def make(**fields: object) -> Model:
@@ -120,7 +120,8 @@ def test_to_dict_round_trips() -> None:
 
 def test_conveniences() -> None:
     m = make(refs={"huggingface": "org/repo"}, pricing={"input": 2.5, "output": 10})
-    assert m.display_name == "m" and m.is_local
+    assert m.display_name == "m"
     assert m.ref_for() == "m" and m.ref_for("huggingface") == "org/repo"
     assert m.pricing is not None and m.pricing.cost(1_000_000, 100_000) == pytest.approx(3.5)
-    assert not Model(id="g", backend="openai").is_local
+    assert m.file is None
+    assert make(refs={"llamacpp": "/m/x.gguf"}).file == "/m/x.gguf"

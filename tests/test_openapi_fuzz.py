@@ -17,8 +17,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
 from modelctl.server import create_app
 
 SKIPPED = r"(/events$|/installs|/api/pull|/api/v1/sync|/api/v1/profiles/)"

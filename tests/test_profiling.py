@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.demo import TinySpec, write_llama
-from modelctl.errors import ModelctlError
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
+from modelctl.record.errors import ModelctlError
 
 
 @pytest.fixture

@@ -78,7 +78,9 @@ def test_import_is_lean() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["modelctl.units", "modelctl.naming", "modelctl.query"])
+@pytest.mark.parametrize(
+    "module", ["modelctl.record.units", "modelctl.record.naming", "modelctl.registry.query"]
+)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelctl.errors import InvalidQuery
-from modelctl.query import FIELDS, compile_query, parse_where
+from modelctl.record.errors import InvalidQuery
 from modelctl.registry import Registry
+from modelctl.registry.query import FIELDS, compile_query, parse_where
 
 LLAMA, CODER, QWEN, GPT, MIXTRAL = (
     "llama3.2:3b",
@@ -164,7 +164,7 @@ def test_sorting_and_limits(sample: Registry) -> None:
 
 def test_field_table_matches_the_model() -> None:
     """The query vocabulary and the record agree: every Model field is queryable, and no other."""
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
     assert set(FIELDS) - {"groups"} == set(Model.model_fields)
     list_fields = {n for n, f in Model.model_fields.items() if "list[" in str(f.annotation)}
@@ -172,7 +172,7 @@ def test_field_table_matches_the_model() -> None:
 
 
 def test_indexed_columns_are_the_stores() -> None:
-    from modelctl.store import INDEXED_COLUMNS
+    from modelctl.store.schema import INDEXED_COLUMNS
 
     assert {s.column for s in FIELDS.values() if s.column} == {"id"} | {
         c for c, _, _ in INDEXED_COLUMNS

@@ -80,7 +80,7 @@ def test_console_examples_run_in_order(
 
 
 def test_python_examples_run(tmp_path: Path) -> None:
-    from modelctl.demo import TinySpec, write_llama
+    from modelctl.ops.demo import TinySpec, write_llama
 
     (tmp_path / "models").mkdir()
     write_llama(tmp_path / "models" / "tiny.gguf", TinySpec())

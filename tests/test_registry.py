@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelctl.errors import (
+from modelctl.record.errors import (
     Conflict,
     ImportFailed,
     InvalidModel,
@@ -18,7 +18,7 @@ from modelctl.errors import (
     ModelNotFound,
     NotFound,
 )
-from modelctl.model import Model
+from modelctl.record.model import Model
 from modelctl.registry import Registry
 from tests.conftest import SAMPLE
 

@@ -14,7 +14,7 @@ import pytest
 
 from modelctl.backends import NotSupported
 from modelctl.manager import ModelManager
-from modelctl.scheduler import LoadFailed
+from modelctl.record.errors import LoadFailed
 from tests.protocol_servers import (
     FakeAnthropic,
     FakeLMStudio,

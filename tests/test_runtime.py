@@ -9,11 +9,9 @@ from typer.testing import CliRunner
 
 from modelctl.backends import NotSupported
 from modelctl.cli import app
-from modelctl.demo import TinySpec, write_llama
-from modelctl.errors import InsufficientMemory, ModelNotFound
-from modelctl.lifecycle import saved_state
 from modelctl.manager import ModelManager
-from modelctl.scheduler import LoadFailed
+from modelctl.ops.demo import TinySpec, write_llama
+from modelctl.record.errors import InsufficientMemory, LoadFailed, ModelNotFound
 
 
 @pytest.fixture
@@ -109,13 +107,13 @@ def test_a_model_that_cannot_fit(models: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_state_survives_a_restart(manager: ModelManager) -> None:
     manager.switch_model("chatty", keep_alive=-1, pin=True)
     manager.load("other")
-    state = saved_state(manager)
+    state = manager.saved_state()
     assert state["current"] == "chatty" and {e["model"] for e in state["loaded"]} == {
         "chatty",
         "other",
     }
     with ModelManager() as again:
-        assert again.scheduler.restore(saved_state(again)) == {}
+        assert again.scheduler.restore(again.saved_state()) == {}
         assert again.current() == "chatty" and again.scheduler.slots["chatty"].pinned
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from modelctl.backends import Backend, BackendStatus, Handle
-from modelctl.errors import InsufficientMemory
-from modelctl.events import EventBus
-from modelctl.model import Model
-from modelctl.scheduler import LoadFailed, Scheduler
+from modelctl.record.errors import InsufficientMemory, LoadFailed
+from modelctl.record.model import Model
+from modelctl.runtime.events import EventBus
+from modelctl.runtime.scheduler import Scheduler
 
 MB = 10**6
 

@@ -13,8 +13,8 @@ import ollama
 import openai
 import pytest
 
-from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
 from tests.live import running
 from tests.protocol_servers import FakeHub, FakeOpenAI, serve
 
@@ -352,7 +352,7 @@ def test_a_key_guards_every_route(manager: ModelManager) -> None:
 
 
 def test_binding_beyond_loopback_needs_a_key() -> None:
-    from modelctl.errors import ConfigError
+    from modelctl.record.errors import ConfigError
     from modelctl.server import check_bind
 
     with pytest.raises(ConfigError, match="without an API key"):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from modelctl.errors import SchemaTooNew, StoreError
+from modelctl.record.errors import SchemaTooNew, StoreError
 from modelctl.registry import Registry
-from modelctl.store import MIGRATIONS, SCHEMA_VERSION, Store
+from modelctl.store.database import Store
+from modelctl.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def test_new_database_is_current_and_in_wal_mode(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ loopback Hub (protocol test), and real GGUF files in a model folder."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelctl.cli import app
-from modelctl.demo import TinySpec, write_llama
 from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
 from tests.protocol_servers import FakeHub, FakeOllama, OllamaModel, serve
 
 
@@ -85,7 +86,7 @@ def test_a_failed_pull_registers_nothing(world: dict) -> None:
 
 
 def test_pull_refuses_what_will_not_fit() -> None:
-    from modelctl.errors import InsufficientMemory
+    from modelctl.record.errors import InsufficientMemory
 
     with pytest.raises(InsufficientMemory, match=r"llama3\.1:405b won't fit here"):
         manager().install_model("llama3.1:405b")
@@ -102,6 +103,52 @@ def test_pull_a_gguf_from_the_hub_into_the_model_folder(
         model = manager().install_model("hf:org/Tiny-GGUF", quantization="Q8_0")
     assert model.backend == "llamacpp" and model.installed and model.quantization == "Q8_0"
     assert Path(model.location).parent == tmp_path / "models" / "org__Tiny-GGUF"
+
+
+def test_pull_checks_the_fit_of_an_ollama_model_by_its_manifest(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's manifest gives the layers' sizes before the daemon downloads anything
+    (protocol test: the fake daemon answers as the registry too)."""
+    from modelctl.record.errors import InsufficientMemory
+
+    ollama = world["ollama"]
+    ollama.library["huge:405b"] = OllamaModel("huge:405b", parameter_size="405B")
+    ollama.listed["huge:405b"] = 1 << 50
+    monkeypatch.setenv("MODELCTL_OLLAMA_REGISTRY", os.environ["OLLAMA_HOST"])
+    m = manager()
+    assert m.backend("ollama").download_size("huge:405b") == (1 << 50) + 485 + 1095
+    assert m.backend("ollama").download_size("hf.co/org/repo:Q4_K_M") is None  # not asked
+    with pytest.raises(InsufficientMemory, match=r"huge:405b won't fit here"):
+        m.install_model("ollama:huge:405b")
+    assert "huge:405b" not in ollama.models and len(m.registry) == 0  # nothing was pulled
+    assert m.install_model("ollama:tiny:1b").installed  # a small one goes through
+
+
+def test_pull_checks_the_fit_of_a_hub_file_before_downloading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only catalog models: the size the Hub lists is checked first (protocol test)."""
+    from modelctl.record.errors import InsufficientMemory
+
+    data = write_llama(tmp_path / "src.gguf", TinySpec(dtype="Q8_0")).read_bytes()
+    hub = FakeHub(
+        repos={"org/Huge-GGUF": {"Huge-Q8_0.gguf": data}, "org/Huge": {"model.safetensors": data}},
+        listed={"Huge-Q8_0.gguf": 1 << 50, "model.safetensors": 1 << 50},  # a petabyte each
+    )
+    models = tmp_path / "models"
+    with serve(hub) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(models))
+        m = manager()
+        with pytest.raises(InsufficientMemory, match=r"Huge-Q8_0\.gguf won't fit here"):
+            m.install_model("hf:org/Huge-GGUF/Huge-Q8_0.gguf")
+        with pytest.raises(InsufficientMemory, match="org/Huge won't fit here"):
+            m.install_model("hf:org/Huge")
+        assert not models.exists() and len(m.registry) == 0  # nothing was downloaded
+        # --force downloads it anyway (the real file is tiny)
+        forced = m.install_model("hf:org/Huge-GGUF/Huge-Q8_0.gguf", force=True)
+        assert forced.installed and forced.backend == "llamacpp"
 
 
 # ---------------------------------------------------------------- the CLI

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelctl import naming, units
-from modelctl.errors import InvalidReference, ModelctlError
+from modelctl.record import naming, units
+from modelctl.record.errors import InvalidReference, ModelctlError
+from tests.schemes import SCHEMES
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,7 @@ def test_parameters_format_parse_stays_close(count: int) -> None:
 @pytest.mark.parametrize(
     ("text", "backend", "name", "explicit"),
     [
+        ("gguf:./x.gguf", "llamacpp", "./x.gguf", True),
         ("llama3.2:3b", "ollama", "llama3.2:3b", False),
         ("ollama:llama3.2:3b", "ollama", "llama3.2:3b", True),
         ("hf:Qwen/Qwen2.5-0.5B-Instruct", "huggingface", "Qwen/Qwen2.5-0.5B-Instruct", True),
@@ -65,7 +67,7 @@ def test_parameters_format_parse_stays_close(count: int) -> None:
     ],
 )
 def test_parse_ref(text: str, backend: str | None, name: str | None, explicit: bool) -> None:
-    ref = naming.parse_ref(text)
+    ref = naming.parse_ref(text, SCHEMES)
     assert ref.backend == backend
     assert ref.name == (name or text.strip())
     assert ref.explicit is explicit
@@ -74,20 +76,28 @@ def test_parse_ref(text: str, backend: str | None, name: str | None, explicit: b
 @pytest.mark.parametrize("bad", ["", "   ", "ollama:", "hf:  ", "a\x00b", 42])
 def test_parse_ref_rejects(bad: object) -> None:
     with pytest.raises(InvalidReference):
-        naming.parse_ref(bad)  # type: ignore[arg-type]
+        naming.parse_ref(bad, SCHEMES)  # type: ignore[arg-type]
 
 
 def test_default_id() -> None:
-    assert naming.default_id(naming.parse_ref("openai/gpt-4o")) == "openai/gpt-4o"
-    assert naming.default_id(naming.parse_ref("ollama:llama3.2:3b")) == "llama3.2:3b"
+    assert naming.default_id(naming.parse_ref("openai/gpt-4o", SCHEMES)) == "openai/gpt-4o"
+    assert naming.default_id(naming.parse_ref("ollama:llama3.2:3b", SCHEMES)) == "llama3.2:3b"
     assert naming.default_id(naming.parse_ref("~/m/Mistral-7B.Q4_K_M.gguf")) == "Mistral-7B.Q4_K_M"
+
+
+def test_without_backends_a_reference_has_a_form_and_no_backend() -> None:
+    """The record layer reads spelling only: which backend a form means is the backends' to say."""
+    assert naming.parse_ref("Qwen/Qwen2.5-0.5B-Instruct").form == "repo"
+    assert naming.parse_ref("llama3.2:3b").form == "tag"
+    assert naming.parse_ref("./m.gguf").is_path
+    assert naming.parse_ref("ollama:llama3.2:3b").backend is None
 
 
 @given(st.text(max_size=80))
 def test_parse_ref_never_crashes(text: str) -> None:
     """Any text parses or raises our own error, never anything else."""
     try:
-        ref = naming.parse_ref(text)
+        ref = naming.parse_ref(text, SCHEMES)
     except ModelctlError:
         return
     assert ref.name.strip() == ref.name and ref.name

@@ -19,35 +19,35 @@ __version__ = "0.1.0"
 
 # public name → the module that defines it
 _EXPORTS = {
-    "Capability": "modelctl.kinds",
-    "Catalog": "modelctl.catalog",
-    "CatalogEntry": "modelctl.catalog",
-    "Compatibility": "modelctl.fit",
-    "Conflict": "modelctl.errors",
-    "ImportFailed": "modelctl.errors",
+    "Capability": "modelctl.record.kinds",
+    "Catalog": "modelctl.fit.catalog",
+    "CatalogEntry": "modelctl.fit.catalog",
+    "Compatibility": "modelctl.fit.estimate",
+    "Conflict": "modelctl.record.errors",
+    "ImportFailed": "modelctl.record.errors",
     "ImportReport": "modelctl.registry",
-    "InvalidModel": "modelctl.errors",
-    "InvalidQuery": "modelctl.errors",
-    "InvalidReference": "modelctl.errors",
-    "InvalidRequest": "modelctl.errors",
-    "MemoryEstimate": "modelctl.fit",
-    "Model": "modelctl.model",
+    "InvalidModel": "modelctl.record.errors",
+    "InvalidQuery": "modelctl.record.errors",
+    "InvalidReference": "modelctl.record.errors",
+    "InvalidRequest": "modelctl.record.errors",
+    "MemoryEstimate": "modelctl.fit.estimate",
+    "Model": "modelctl.record.model",
     "ModelManager": "modelctl.manager",
-    "ModelNotFound": "modelctl.errors",
-    "ModelRef": "modelctl.naming",
-    "ModelctlError": "modelctl.errors",
-    "NotFound": "modelctl.errors",
-    "Pricing": "modelctl.model",
-    "Purpose": "modelctl.kinds",
-    "Recommendation": "modelctl.fit",
+    "ModelNotFound": "modelctl.record.errors",
+    "ModelRef": "modelctl.record.naming",
+    "ModelctlError": "modelctl.record.errors",
+    "NotFound": "modelctl.record.errors",
+    "Pricing": "modelctl.record.model",
+    "Purpose": "modelctl.record.kinds",
+    "Recommendation": "modelctl.fit.estimate",
     "Registry": "modelctl.registry",
     "Settings": "modelctl.config",
-    "SizeClass": "modelctl.kinds",
-    "Status": "modelctl.kinds",
-    "SystemInfo": "modelctl.hardware",
-    "Task": "modelctl.kinds",
-    "Usage": "modelctl.usage",
-    "parse_ref": "modelctl.naming",
+    "SizeClass": "modelctl.record.kinds",
+    "Status": "modelctl.record.kinds",
+    "SystemInfo": "modelctl.fit.hardware",
+    "Task": "modelctl.record.kinds",
+    "Usage": "modelctl.store.ledger",
+    "parse_ref": "modelctl.record.naming",
 }
 
 __all__ = [
@@ -84,9 +84,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from modelctl.catalog import Catalog, CatalogEntry
     from modelctl.config import Settings
-    from modelctl.errors import (
+    from modelctl.fit.catalog import Catalog, CatalogEntry
+    from modelctl.fit.estimate import Compatibility, MemoryEstimate, Recommendation
+    from modelctl.fit.hardware import SystemInfo
+    from modelctl.manager import ModelManager
+    from modelctl.record.errors import (
         Conflict,
         ImportFailed,
         InvalidModel,
@@ -97,14 +100,11 @@ if TYPE_CHECKING:
         ModelNotFound,
         NotFound,
     )
-    from modelctl.fit import Compatibility, MemoryEstimate, Recommendation
-    from modelctl.hardware import SystemInfo
-    from modelctl.kinds import Capability, Purpose, SizeClass, Status, Task
-    from modelctl.manager import ModelManager
-    from modelctl.model import Model, Pricing
-    from modelctl.naming import ModelRef, parse_ref
+    from modelctl.record.kinds import Capability, Purpose, SizeClass, Status, Task
+    from modelctl.record.model import Model, Pricing
+    from modelctl.record.naming import ModelRef, parse_ref
     from modelctl.registry import ImportReport, Registry
-    from modelctl.usage import Usage
+    from modelctl.store.ledger import Usage
 
 
 def __getattr__(name: str) -> Any:

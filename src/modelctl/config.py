@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelctl.errors import ConfigError
+from modelctl.record.errors import ConfigError
 
 __all__ = ["SETTINGS", "Setting", "Settings", "global_config_file", "project_config_file"]
 
@@ -78,7 +78,7 @@ def _seconds(value: Any) -> float:
 
 
 def _budget(value: Any) -> int:
-    from modelctl.units import parse_bytes
+    from modelctl.record.units import parse_bytes
 
     budget = parse_bytes(value)
     if budget <= 0:
@@ -98,7 +98,7 @@ def _positive_int(value: Any) -> int:
 
 def _duration(value: Any) -> float:
     """Seconds, or `5m`, `1h`, `30s`; -1 means forever."""
-    from modelctl.units import parse_duration
+    from modelctl.record.units import parse_duration
 
     return parse_duration(value)
 
@@ -195,6 +195,13 @@ SETTINGS: dict[str, Setting] = {
             lambda v: "http://127.0.0.1:11434",
             "Ollama daemon URL",
             env=("OLLAMA_HOST",),
+        ),
+        Setting(
+            "ollama_registry",
+            _url,
+            lambda v: "https://registry.ollama.ai",
+            "the registry Ollama pulls from: its manifests give a model's size before a pull",
+            env=("MODELCTL_OLLAMA_REGISTRY",),
         ),
         Setting(
             "lmstudio_url",

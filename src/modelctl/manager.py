@@ -1,7 +1,8 @@
 """`ModelManager`: the facade every interface (CLI, server, connectors) goes through.
 
-Thin by design: it composes the parts and holds no logic of its own. Later parts (hardware,
-fit, backends, scheduler, usage) join here.
+Thin by design: it composes the parts (settings, store and registry, catalog, backends,
+scheduler, usage ledger) and hands each operation the narrow parts it uses; it holds no logic
+of its own. Nothing below it imports it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from modelctl.config import Settings
 from modelctl.registry import ImportReport, Registry
 
 if TYPE_CHECKING:
-    from modelctl.backends import Backend, BackendStatus, DeletePlan
-    from modelctl.catalog import Catalog
-    from modelctl.events import EventBus
-    from modelctl.fit import Compatibility, Recommendation
-    from modelctl.hardware import SystemInfo
-    from modelctl.model import Model
-    from modelctl.scheduler import Scheduler
-    from modelctl.servers import ServerInfo
-    from modelctl.sync import SyncReport
-    from modelctl.usage import Ledger, Usage
+    from modelctl.backends import Backend, BackendKind, BackendStatus, DeletePlan
+    from modelctl.fit.catalog import Catalog
+    from modelctl.fit.estimate import Compatibility, Recommendation
+    from modelctl.fit.hardware import SystemInfo
+    from modelctl.ops.doctor import Finding
+    from modelctl.ops.servers import ServerInfo
+    from modelctl.ops.sync import SyncReport
+    from modelctl.record.model import Model
+    from modelctl.record.naming import ModelRef, Schemes
+    from modelctl.runtime.events import EventBus
+    from modelctl.runtime.requests import Requests
+    from modelctl.runtime.scheduler import Scheduler
+    from modelctl.store.ledger import Ledger, Usage
 
 __all__ = ["ModelManager"]
 
@@ -42,14 +46,16 @@ class ModelManager:
         self._registry = registry
         self._catalog: Catalog | None = None
         self._backends: dict[str, Backend] | None = None
+        self._schemes: Schemes | None = None
         self._scheduler: Scheduler | None = None
+        self._requests: Requests | None = None
         self._usage: Ledger | None = None
         self._servers: list[ServerInfo] = []
 
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry.open(self.settings.database)
+            self._registry = Registry.open(self.settings.database, schemes=lambda: self.schemes)
         return self._registry
 
     @property
@@ -60,9 +66,9 @@ class ModelManager:
     def catalog(self) -> Catalog:
         """The built-in catalog and the user's own files in `<home>/catalog/`."""
         if self._catalog is None:
-            from modelctl.catalog import Catalog
+            from modelctl.fit.catalog import Catalog
 
-            self._catalog = Catalog.load([self.home / "catalog"])
+            self._catalog = Catalog.load([self.home / "catalog"], schemes=self.schemes)
         return self._catalog
 
     def close(self) -> None:
@@ -103,7 +109,7 @@ class ModelManager:
 
     def export_metadata(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The registry as a JSON-ready document; written atomically to `path` when given."""
-        from modelctl import transfer
+        from modelctl.registry import transfer
 
         if path is None:
             return self.registry.export_data()
@@ -113,7 +119,7 @@ class ModelManager:
         self, source: str | os.PathLike[str] | dict[str, Any] | list[Any], **options: Any
     ) -> ImportReport:
         """Import an export document, or the file that holds one (all or nothing)."""
-        from modelctl import transfer
+        from modelctl.registry import transfer
 
         if isinstance(source, dict | list):
             return self.registry.import_data(source, **options)
@@ -122,7 +128,7 @@ class ModelManager:
     # Fit: the machine, and what runs on it.
 
     def system_info(self) -> SystemInfo:
-        from modelctl.hardware import system_info
+        from modelctl.fit.hardware import system_info
 
         return system_info([self.home, *self.settings.model_dirs])
 
@@ -136,7 +142,8 @@ class ModelManager:
         **options: Any,
     ) -> Compatibility:
         """Does `model` (registered, in the catalog, or a .gguf path) fit in `memory`, or here?"""
-        from modelctl import fit, units
+        from modelctl.fit import estimate as fit
+        from modelctl.record import units
 
         facts, name = fit.facts_for(
             model, catalog=self.catalog, registry=self.registry, quantization=quantization
@@ -156,7 +163,8 @@ class ModelManager:
         context: int | None = None,
     ) -> Recommendation:
         """The best catalog model for this memory (or this machine), priority and task."""
-        from modelctl import fit, units
+        from modelctl.fit import estimate as fit
+        from modelctl.record import units
 
         budget = units.parse_bytes(memory) if memory is not None else None
         system = None if budget is not None else self.system_info()
@@ -189,8 +197,27 @@ class ModelManager:
             self._backends = load_backends(self.settings)
         return self._backends
 
+    @property
+    def schemes(self) -> Schemes:
+        """What the registered backends declare: prefixes, reference forms, which are local."""
+        if self._schemes is None:
+            from modelctl.backends import schemes
+
+            self._schemes = schemes(self.backend_kinds().values())
+        return self._schemes
+
+    def parse_ref(self, text: str) -> ModelRef:
+        """A reference read with what the registered backends declare (`hf:`, `openai/…`)."""
+        from modelctl.record.naming import parse_ref
+
+        return parse_ref(text, self.schemes)
+
+    def backend_kinds(self) -> dict[str, BackendKind]:
+        """What each backend is (local, what it can do, its runtimes), by name."""
+        return {name: backend.kind() for name, backend in self.backends.items()}
+
     def backend(self, name: str) -> Backend:
-        from modelctl.errors import NotFound
+        from modelctl.record.errors import NotFound
 
         if name not in self.backends:
             raise NotFound(
@@ -203,19 +230,44 @@ class ModelManager:
         return [self.backend(n).status() for n in names]
 
     def sync(self, only: list[str] | None = None) -> SyncReport:
-        from modelctl.sync import sync
+        from modelctl.ops.sync import sync
 
         return sync(self.registry, self.backends, only=only)
 
     def install_model(self, ref: str, **options: Any) -> Model:
-        from modelctl.install import pull
+        """Pull through the backend the reference (or the catalog) names; checks the fit first
+        (`force=True` skips it); `progress=` receives each step."""
+        from modelctl.ops.install import pull
 
-        return pull(self, ref, **options)
+        return pull(ref, registry=self.registry, catalog=self.catalog, backends=self.backends,
+                    system=self.system_info, **options)  # fmt: skip
 
     def delete_model(self, ref: str, *, dry_run: bool = False) -> DeletePlan:
-        from modelctl.install import plan_remove, remove
+        from modelctl.ops.install import plan_remove, remove
 
-        return plan_remove(self, ref)[1] if dry_run else remove(self, ref)
+        if dry_run:
+            return plan_remove(self.registry, self.backends, ref)[1]
+        return remove(self.registry, self.backends, ref)
+
+    def make_demo(self) -> Model:
+        """Write and register the tiny demo GGUF model (see `modelctl demo`)."""
+        from modelctl.ops.demo import make_demo
+
+        files = self.schemes.forms.get("path")
+        if files is None:
+            from modelctl.record.errors import NotFound
+
+            raise NotFound("no backend here keeps GGUF files", hint="pip install gguf")
+        folder = self.settings.model_dirs[0]
+        return make_demo(registry=self.registry, backend=self.backend(files), folder=folder)
+
+    def doctor(self) -> list[Finding]:
+        """Every check of this machine, the registry, the backends, keys and the server."""
+        from modelctl.ops.doctor import diagnose
+
+        return diagnose(settings=self.settings, registry=self.registry,
+                        system=self.system_info(), statuses=self.check_backend_status,
+                        recommend=self.recommend_model)  # fmt: skip
 
     # Loaded models: the scheduler.
 
@@ -224,10 +276,30 @@ class ModelManager:
         """Loads and unloads within the memory budget (settings: memory_budget, max_loaded,
         keep_alive); the budget defaults to the RAM free when it starts, less 1 GiB."""
         if self._scheduler is None:
-            from modelctl.lifecycle import make_scheduler
+            from modelctl.runtime.requests import make_scheduler
 
-            self._scheduler = make_scheduler(self)
+            self._scheduler = make_scheduler(
+                settings=self.settings, registry=self.registry, backend=self.backend,
+                catalog=lambda: self.catalog,
+            )  # fmt: skip
         return self._scheduler
+
+    @property
+    def requests(self) -> Requests:
+        """Runs chat, completion and embedding requests, loading models on demand, metered."""
+        if self._requests is None:
+            from modelctl.runtime.requests import Requests
+
+            self._requests = Requests(
+                registry=self.registry, scheduler=self.scheduler, ledger=self.usage
+            )
+        return self._requests
+
+    def saved_state(self) -> dict[str, Any]:
+        """What was loaded and current when the scheduler last changed (for a restart)."""
+        from modelctl.runtime.requests import saved_state
+
+        return saved_state(self.registry.store)
 
     @property
     def events(self) -> EventBus:
@@ -271,52 +343,41 @@ class ModelManager:
     def chat(self, messages: list[dict[str, Any]], model: str | None = None, **options: Any) -> Any:
         """OpenAI-shaped chat; loads the model on demand (the current model if none is named).
         Recorded in the usage ledger (`client=` names the caller)."""
-        from modelctl.lifecycle import request
-
-        return request(self, "chat", model, messages, **options)
+        return self.requests.request("chat", model, messages, **options)
 
     def complete(self, prompt: str, model: str | None = None, **options: Any) -> Any:
-        from modelctl.lifecycle import request
-
-        return request(self, "complete", model, prompt, **options)
+        return self.requests.request("complete", model, prompt, **options)
 
     def embed(
         self, inputs: str | list[str], model: str | None = None, **options: Any
     ) -> list[list[float]]:
-        from modelctl.lifecycle import request
-
         batch = [inputs] if isinstance(inputs, str) else inputs
-        return request(self, "embed", model, batch, **options)
+        return self.requests.request("embed", model, batch, **options)
 
     async def achat(
         self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
     ) -> Any:
         """`chat` for an event loop (a stream is an async iterator); the gateway's path."""
-        from modelctl.lifecycle import arequest
-
-        return await arequest(self, "chat", model, messages, **options)
+        return await self.requests.arequest("chat", model, messages, **options)
 
     async def acomplete(self, prompt: str, model: str | None = None, **options: Any) -> Any:
-        from modelctl.lifecycle import arequest
-
-        return await arequest(self, "complete", model, prompt, **options)
+        return await self.requests.arequest("complete", model, prompt, **options)
 
     async def aembed(
         self, inputs: str | list[str], model: str | None = None, **options: Any
     ) -> list[list[float]]:
-        from modelctl.lifecycle import arequest
-
         batch = [inputs] if isinstance(inputs, str) else inputs
-        return await arequest(self, "embed", model, batch, **options)
+        return await self.requests.arequest("embed", model, batch, **options)
 
     # Capabilities: what a model can do, and how we know.
 
     def detect_capabilities(self, model: str, *, probe: bool = False) -> dict[str, list[str]]:
         """Each capability with its sources: declared, metadata, name, and (probe=True) real
         requests, which can also rule one out."""
-        from modelctl.capabilities import detect_capabilities
+        from modelctl.ops.capabilities import detect_capabilities
 
-        return detect_capabilities(self, model, probe=probe)
+        record = self.registry[model]
+        return detect_capabilities(record, probe=probe, requests=self.requests if probe else None)
 
     def supports(self, model: str, capability: str) -> bool:
         return capability in self.detect_capabilities(model)
@@ -326,16 +387,17 @@ class ModelManager:
     def profile(self, model: str, n: int = 10, **options: Any) -> dict[str, Any]:
         """Run n rounds of standard requests; store and return latency p50/p95, time to first
         token, prompt and generation tokens/s, success rate and peak memory."""
-        from modelctl.profiling import profile
+        from modelctl.ops.profiling import profile
 
-        return profile(self, model, n, **options)
+        return profile(self.registry[model], n, requests=self.requests, load=self.load,
+                       store=self.registry.store, **options)  # fmt: skip
 
     def profiles(self, *models: str) -> dict[str, dict[str, Any]]:
         """The newest profile of each model (of every profiled model if none is named)."""
-        from modelctl.profiling import latest_profiles
+        from modelctl.store import profiles
 
         ids = [self.registry.resolve(m) for m in models] if models else None
-        return latest_profiles(self, ids)
+        return profiles.latest(self.registry.store, ids)
 
     # Connectors: the model from the framework a person already writes code in.
 
@@ -343,19 +405,22 @@ class ModelManager:
         self, model: str, framework: str = "openai", *, via: str = "auto", **params: Any
     ) -> dict[str, Any]:
         """A framework client's arguments for `model`, without importing the framework:
-        the model's default parameters, overridden by `params` (see modelctl.connectors)."""
-        from modelctl.connectors import connector, endpoint_for
+        the model's default parameters, overridden by `params` (see modelctl.ops.connectors)."""
+        from modelctl.ops.connectors import connector, endpoint_for
 
         record = self.registry[model]
         merged = {k: v for k, v in {**record.defaults, **params}.items() if v is not None}
-        return connector(framework).kwargs(endpoint_for(self, record.id, via), merged)
+        endpoint = endpoint_for(
+            record, via, settings=self.settings, backend=self.backends.get(record.backend)
+        )
+        return connector(framework).kwargs(endpoint, merged)
 
     def client(
         self, model: str, framework: str = "openai", *, via: str = "auto", **params: Any
     ) -> Any:
         """A ready client of `framework` (openai, langchain, dspy, litellm, ollama) for `model`,
         at its own server or (`via="gateway"`) at a running `modelctl serve`."""
-        from modelctl.connectors import connector
+        from modelctl.ops.connectors import connector
 
         chosen = connector(framework)
         return chosen.build(self.connector_kwargs(model, framework, via=via, **params))
@@ -365,15 +430,26 @@ class ModelManager:
     def start_server(self, model: str, port: int | None = None) -> ServerInfo:
         """An OpenAI- and Ollama-compatible server for one model, in a child process: its url,
         port, pid and model. It stops with `stop_server`, or when this manager closes."""
-        from modelctl.servers import start_server
+        from modelctl.ops.servers import start_server
 
-        server = start_server(self, model, port)
+        server = start_server(self.registry.resolve(model), port, settings=self.settings)
         self._servers.append(server)
         return server
 
-    def stop_server(self, server: ServerInfo) -> int:
-        from modelctl.servers import stop_server
+    def stop_server(self, server: ServerInfo | str) -> int:
+        """Stop a server `start_server` started: what it returned, or its model's name."""
+        from modelctl.ops.servers import stop_server
 
+        if isinstance(server, str):
+            model_id = self.registry.resolve(server)
+            found = [s for s in self._servers if s.model == model_id]
+            if not found:
+                from modelctl.record.errors import NotFound
+
+                running = ", ".join(s.model for s in self._servers) or "none"
+                raise NotFound(f"no server of this manager serves {model_id!r}",
+                               hint=f"serving: {running}")  # fmt: skip
+            server = found[0]
         if server in self._servers:
             self._servers.remove(server)
         return stop_server(server)
@@ -384,7 +460,7 @@ class ModelManager:
     def usage(self) -> Ledger:
         """The usage ledger in the registry's database (every request is recorded here)."""
         if self._usage is None:
-            from modelctl.usage import Ledger
+            from modelctl.store.ledger import Ledger
 
             self._usage = Ledger(self.registry.store)
         return self._usage
@@ -405,8 +481,8 @@ class ModelManager:
     ) -> Usage:
         """Record a call made elsewhere (latency in seconds); its cost comes from the model's
         pricing unless given."""
-        from modelctl.errors import InvalidRequest
-        from modelctl.usage import KINDS, Usage
+        from modelctl.record.errors import InvalidRequest
+        from modelctl.store.ledger import KINDS, Usage
 
         if kind not in KINDS:
             raise InvalidRequest(f"unknown usage kind {kind!r}", hint=", ".join(KINDS))

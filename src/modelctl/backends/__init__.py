@@ -1,29 +1,34 @@
 """Backends: where models live and run, behind one interface.
 
 Every backend, built-in or third-party, registers in the entry-point group `modelctl.backends`
-(see pyproject.toml) and implements `Backend`: `status()` and `discover()` always; `install()`
-and `delete()` where they apply. A backend whose optional dependency is missing is listed as
-unavailable with the command that installs it; it never slows down `import modelctl`.
+(see pyproject.toml) and implements `Backend`: `status()` and `discover()` always; `install()`,
+`plan_delete()` and `load()` where they apply. A backend says what it is (`kind()`: local or
+remote, what it can do, which runtimes it offers, the prefixes and reference forms it answers
+to), and the core asks it instead of testing names. A backend whose optional dependency is
+missing is listed as unavailable with the command that installs it; it never slows down
+`import modelctl`.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelctl.errors import ModelctlError
+from modelctl.record import naming
+from modelctl.record.errors import BackendError, NotSupported, UnsafePath
 
 if TYPE_CHECKING:
     from modelctl.config import Settings
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendKind",
     "BackendStatus",
     "DeletePlan",
     "Handle",
@@ -33,26 +38,32 @@ __all__ = [
     "UnsafePath",
     "in_thread",
     "inside",
+    "kind_of",
     "response",
+    "schemes",
 ]
 
 
-class BackendError(ModelctlError):
-    """A backend refused, failed, or could not be reached; says which and what to check."""
+@dataclass(frozen=True, slots=True)
+class BackendKind:
+    """What a backend is, as every interface asks it: never by testing its name."""
 
-    exit_code = 6
+    name: str
+    local: bool  # its models run on this machine: their memory counts here
+    can_install: bool
+    can_delete: bool
+    can_load: bool  # modelctl can load its models and send them requests
+    has_server: bool  # it has its own OpenAI-compatible server that clients can reach
+    runtimes: tuple[str, ...]  # what runs its models (llama.cpp, transformers, a daemon, an API)
+    prefixes: tuple[str, ...]  # what a user may write before a name: `hf:Org/Repo`
+    providers: tuple[str, ...]  # providers written `provider/model` that it serves
+    forms: tuple[str, ...]  # reference forms it takes when none is written (path, repo, tag)
+    catalog_key: str  # the key of its references in the catalog
+    model_format: str | None  # the file format of its models (gguf), where there is one
+    install_rank: int  # among backends that can pull a catalog model, the lowest is tried first
 
-
-class NotSupported(BackendError):
-    """The backend does not do this (deleting an API provider's model, say)."""
-
-    exit_code = 2
-
-
-class UnsafePath(BackendError):
-    """A path that leads outside the backend's own store."""
-
-    exit_code = 2
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +184,13 @@ class Backend(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules this backend needs
     install_hint: ClassVar[str | None] = None  # how to get them
     local: ClassVar[bool] = True  # its models run on this machine
+    runtimes: ClassVar[tuple[str, ...]] = ()  # what runs its models, in words
+    prefixes: ClassVar[tuple[str, ...]] = ()  # beside its own name: `hf` for huggingface
+    providers: ClassVar[tuple[str, ...]] = ()  # `provider/model` spellings it serves
+    forms: ClassVar[tuple[str, ...]] = ()  # reference forms it claims (see record.naming)
+    catalog_key: ClassVar[str | None] = None  # its references' key in the catalog (its name)
+    model_format: ClassVar[str | None] = None  # gguf, safetensors, …
+    install_rank: ClassVar[int] = 100  # which backend a catalog model is pulled with: lowest
 
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -182,6 +200,17 @@ class Backend(ABC):
     def instances(cls, settings: Settings) -> list[Backend]:
         """The configured instances (one, unless a backend serves several endpoints)."""
         return [cls(settings)]
+
+    def kind(self) -> BackendKind:
+        """What this backend is; read from its class and what it overrides, no I/O."""
+        return kind_of(type(self), self.instance, self)
+
+    def own_name(self, ref: str) -> str:
+        """`ref` without a prefix of this backend's own (`hf:Org/Repo` → `Org/Repo`)."""
+        head, sep, rest = ref.strip().partition(":")
+        if sep and rest.strip() and head.lower() in {self.instance, *self.prefixes}:
+            return rest.strip()
+        return ref.strip()
 
     @abstractmethod
     def status(self) -> BackendStatus:
@@ -196,6 +225,12 @@ class Backend(ABC):
 
     def plan_delete(self, ref: str) -> DeletePlan:
         raise NotSupported(f"{self.instance} cannot delete models")
+
+    def download_size(self, ref: str, **options: Any) -> int | None:
+        """Bytes `install(ref, **options)` would download, where the source lists them (a hub
+        file's size, a registry manifest); None when unknown. Asked before a pull, to check
+        the fit."""
+        return None
 
     def load(self, model: Model, **options: Any) -> Handle:
         """Make `model` ready to answer (into memory, for an in-process runtime)."""
@@ -217,6 +252,45 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.instance}>"
+
+
+def kind_of(cls: type[Backend], instance: str, backend: Backend | None = None) -> BackendKind:
+    """The kind of a backend class's instance (`backend`, if one could be made)."""
+    return BackendKind(
+        name=instance,
+        local=cls.local,
+        can_install=cls.install is not Backend.install,
+        can_delete=cls.plan_delete is not Backend.plan_delete,
+        can_load=cls.load is not Backend.load,
+        has_server=backend is not None and backend.server() is not None,
+        runtimes=cls.runtimes,
+        prefixes=(instance, *(backend.prefixes if backend is not None else cls.prefixes)),
+        providers=backend.providers if backend is not None else cls.providers,
+        forms=cls.forms,
+        catalog_key=cls.catalog_key or cls.name,
+        model_format=cls.model_format,
+        install_rank=cls.install_rank,
+    )
+
+
+def schemes(kinds: Iterable[BackendKind]) -> naming.Schemes:
+    """What the layers below the backends need to know of them (each backend's `kind()`): the
+    prefixes, providers and reference forms each declares, and which are local. The first
+    backend to claim one keeps it (backends come in name order)."""
+    prefixes: dict[str, str] = {}
+    providers: dict[str, str] = {}
+    forms: dict[str, str] = {}
+    local: set[str] = set()
+    for kind in kinds:
+        for prefix in kind.prefixes:
+            prefixes.setdefault(prefix.lower(), kind.name)
+        for provider in kind.providers:
+            providers.setdefault(provider.lower(), kind.name)
+        for form in kind.forms:
+            forms.setdefault(form, kind.name)
+        if kind.local:
+            local.add(kind.name)
+    return naming.Schemes(prefixes, providers, forms, frozenset(local))
 
 
 def response(

@@ -1,4 +1,4 @@
-"""Downloads from the Hugging Face Hub, shared by the llamacpp and huggingface backends.
+"""The Hugging Face Hub and cache, shared by the llamacpp, huggingface and mlx backends.
 
 Single files (GGUF) are fetched here, resumable across runs (`<file>.part` and Range requests)
 and verified by sha256; whole repositories go through huggingface_hub's snapshot into its own
@@ -8,11 +8,83 @@ cache layout. Errors become one line that says what to check.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelctl.backends import BackendError, Progress, ProgressFn
+from modelctl.record import naming
+
+if TYPE_CHECKING:
+    from modelctl.record.model import Model
+
+_EMBEDDING_HINTS = ("bert", "sentence", "minilm", "mpnet", "bge", "e5-", "gte-", "embed")
+
+
+def scan_cache(cache: Path) -> Any:
+    """huggingface_hub's scan of the cache folder (None if there is none), or one clear error."""
+    from huggingface_hub import scan_cache_dir
+
+    if not cache.is_dir():
+        return None
+    try:
+        return scan_cache_dir(cache)
+    except Exception as exc:  # CacheNotFound, a corrupt layout: one line
+        raise BackendError(f"cannot read the Hugging Face cache at {cache}: {exc}") from None
+
+
+def cached_model(repo: Any, backend: str) -> Model:
+    """A Model record for one repository of the Hugging Face cache, served by `backend`."""
+    from modelctl.record.model import Model
+
+    config: dict[str, Any] = {}
+    revision = max(repo.revisions, key=lambda r: r.last_modified, default=None)
+    if revision is not None:
+        for file in revision.files:
+            if file.file_name == "config.json":
+                try:
+                    config = json.loads(file.file_path.read_text())
+                except (OSError, ValueError):
+                    config = {}
+    lowered = repo.repo_id.lower()
+    architectures = " ".join(config.get("architectures") or []).lower()
+    embedding = any(h in lowered for h in _EMBEDDING_HINTS) and "causallm" not in architectures
+    return Model.from_dict(
+        {
+            "id": repo.repo_id,
+            "backend": backend,
+            "refs": {backend: repo.repo_id},
+            "tasks": ["embedding"]
+            if embedding
+            else ["chat"]
+            if "instruct" in lowered
+            else ["completion"],
+            "capabilities": ["embeddings"] if embedding else ["completion", "streaming"],
+            "parameters": naming.parse_parameters_from_name(repo.repo_id),
+            "quantization": naming.parse_quantization(repo.repo_id)
+            or {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(
+                config.get("torch_dtype", "")
+            ),
+            "context_length": config.get("max_position_embeddings"),
+            "file_size": repo.size_on_disk,
+            "location": str(repo.repo_path),
+            "installed": True,
+        },
+        context=f"cached repo {repo.repo_id!r}",
+    )
+
+
+def file_sizes(repo: str, *, endpoint: str, revision: str | None = None) -> dict[str, int]:
+    """Every file of a Hub repo with its size in bytes, as the Hub lists them (no download)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
+    try:
+        entries = api.list_repo_tree(repo, revision=revision, recursive=True)
+        return {e.path: int(e.size) for e in entries if getattr(e, "size", None) is not None}
+    except Exception as exc:  # the hub library raises many kinds: one line each
+        raise hub_error(exc, repo, endpoint) from None
 
 
 def _tqdm_class(progress: ProgressFn | None, label: str) -> Any:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from modelctl.backends import Backend, BackendError, BackendStatus
+from modelctl.backends import Backend, BackendError, BackendKind, BackendStatus, kind_of
 
 if TYPE_CHECKING:
     from modelctl.config import Settings
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 GROUP = "modelctl.backends"
 
@@ -17,11 +17,23 @@ GROUP = "modelctl.backends"
 class Unavailable(Backend):
     """A backend that cannot load: its status says why and how to fix it."""
 
-    def __init__(self, settings: Settings, name: str, error: str, hint: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        error: str,
+        hint: str | None,
+        cls: type[Backend] | None = None,
+    ) -> None:
         super().__init__(settings, instance=name)
-        self._error, self._hint = error, hint
+        self._error, self._hint, self._cls = error, hint, cls
 
     name = "unavailable"
+    local = False  # unless its class says otherwise
+
+    def kind(self) -> BackendKind:
+        """What the backend would be: its class's declarations, when the class loaded."""
+        return kind_of(self._cls or Unavailable, self.instance)
 
     def status(self) -> BackendStatus:
         return BackendStatus(self.instance, False, error=self._error, hint=self._hint)
@@ -53,7 +65,9 @@ def load_backends(settings: Settings, names: list[str] | None = None) -> dict[st
             continue
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         if missing:
-            out[name] = Unavailable(settings, name, f"needs {', '.join(missing)}", cls.install_hint)
+            out[name] = Unavailable(
+                settings, name, f"needs {', '.join(missing)}", cls.install_hint, cls
+            )
             continue
         for backend in cls.instances(settings):
             out[backend.instance] = backend

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from modelctl.backends import BackendError, BackendStatus, Handle, response
 from modelctl.backends._http import HttpBackend
-from modelctl.errors import InvalidRequest
+from modelctl.record.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 API_VERSION = "2023-06-01"
 
@@ -20,6 +20,8 @@ class AnthropicBackend(HttpBackend):
     name = "anthropic"
     url_setting = "anthropic_base_url"
     local = False
+    runtimes = ("Anthropic Messages API",)
+    providers = ("anthropic",)
 
     def headers(self) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
@@ -46,7 +48,7 @@ class AnthropicBackend(HttpBackend):
         return BackendStatus(self.name, True, url=self.url, models=count)
 
     def discover(self) -> list[Model]:
-        from modelctl.model import Model
+        from modelctl.record.model import Model
 
         return [
             Model.from_dict(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from modelctl.backends import BackendError, Handle, NotSupported, response
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 
 def model_folder(location: str) -> Path:

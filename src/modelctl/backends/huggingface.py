@@ -2,44 +2,40 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from modelctl import naming
 from modelctl.backends import Backend, BackendError, BackendStatus, DeletePlan, Handle, ProgressFn
+from modelctl.backends._hub import cached_model, scan_cache
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
-
-_EMBEDDING_HINTS = ("bert", "sentence", "minilm", "mpnet", "bge", "e5-", "gte-", "embed")
+    from modelctl.record.model import Model
 
 
 class HuggingFaceBackend(Backend):
     name = "huggingface"
     requires = ("huggingface_hub",)
     install_hint = "pip install huggingface_hub"
+    runtimes = ("transformers",)
+    prefixes = ("hf",)
+    forms = ("repo",)
+    model_format = "safetensors"
+    install_rank = 30
 
     @property
     def cache(self) -> Any:
         return self.settings.hf_cache
 
     def _scan(self) -> Any:
-        from huggingface_hub import scan_cache_dir
-
-        if not self.cache.is_dir():
-            return None
-        try:
-            return scan_cache_dir(self.cache)
-        except Exception as exc:  # CacheNotFound, a corrupt layout: one line
-            raise BackendError(
-                f"cannot read the Hugging Face cache at {self.cache}: {exc}"
-            ) from None
+        return scan_cache(self.cache)
 
     def status(self) -> BackendStatus:
         try:
             info = self._scan()
         except BackendError as exc:
-            return BackendStatus(self.name, False, url=str(self.cache), error=exc.message)
+            return BackendStatus(
+                self.name, False, url=str(self.cache), error=exc.message,
+                hint="set HF_HOME to your Hugging Face cache",
+            )  # fmt: skip
         if info is None:
             return BackendStatus(
                 self.name, True, url=str(self.cache), models=0, hint="the cache is empty"
@@ -48,55 +44,16 @@ class HuggingFaceBackend(Backend):
         warnings = f"{len(info.warnings)} unreadable entries" if info.warnings else None
         return BackendStatus(self.name, True, url=str(self.cache), models=count, error=warnings)
 
-    def _record(self, repo: Any) -> Model:
-        from modelctl.model import Model
-
-        config: dict[str, Any] = {}
-        revision = max(repo.revisions, key=lambda r: r.last_modified, default=None)
-        if revision is not None:
-            for file in revision.files:
-                if file.file_name == "config.json":
-                    try:
-                        config = json.loads(file.file_path.read_text())
-                    except (OSError, ValueError):
-                        config = {}
-        lowered = repo.repo_id.lower()
-        architectures = " ".join(config.get("architectures") or []).lower()
-        embedding = any(h in lowered for h in _EMBEDDING_HINTS) and "causallm" not in architectures
-        return Model.from_dict(
-            {
-                "id": repo.repo_id,
-                "backend": self.name,
-                "refs": {self.name: repo.repo_id},
-                "tasks": ["embedding"]
-                if embedding
-                else ["chat"]
-                if "instruct" in lowered
-                else ["completion"],
-                "capabilities": ["embeddings"] if embedding else ["completion", "streaming"],
-                "parameters": naming.parse_parameters_from_name(repo.repo_id),
-                "quantization": naming.parse_quantization(repo.repo_id)
-                or {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(
-                    config.get("torch_dtype", "")
-                ),
-                "context_length": config.get("max_position_embeddings"),
-                "file_size": repo.size_on_disk,
-                "location": str(repo.repo_path),
-                "installed": True,
-            },
-            context=f"cached repo {repo.repo_id!r}",
-        )
-
     def discover(self) -> list[Model]:
         info = self._scan()
         if info is None:
             return []
-        return [self._record(r) for r in info.repos if r.repo_type == "model"]
+        return [cached_model(r, self.name) for r in info.repos if r.repo_type == "model"]
 
     def install(self, ref: str, progress: ProgressFn | None = None, **options: Any) -> Model:
         from modelctl.backends._hub import snapshot
 
-        repo = naming.parse_ref(ref).name
+        repo = self.own_name(ref)
         snapshot(
             repo,
             self.cache,
@@ -108,6 +65,19 @@ class HuggingFaceBackend(Backend):
             if model.id == repo:
                 return model
         raise BackendError(f"{repo} downloaded but is not in the cache at {self.cache}")
+
+    def download_size(self, ref: str, **options: Any) -> int | None:
+        """The whole repository's size (a snapshot downloads every file), as the Hub lists it."""
+        from modelctl.backends._hub import file_sizes
+
+        try:
+            sizes = file_sizes(
+                self.own_name(ref), endpoint=self.settings.hf_endpoint,
+                revision=options.get("revision"),
+            )  # fmt: skip
+        except BackendError:
+            return None  # the install itself says what is wrong
+        return sum(sizes.values()) or None
 
     def load(self, model: Model, **options: Any) -> Handle:
         """transformers in this process, on the CPU or a GPU (extra `modelctl[transformers]`)."""
@@ -122,7 +92,7 @@ class HuggingFaceBackend(Backend):
     def plan_delete(self, ref: str) -> DeletePlan:
         """Every revision of a cached repo, through the hub library's own delete plan."""
         info = self._scan()
-        repo_id = naming.parse_ref(ref).name
+        repo_id = self.own_name(ref)
         repos = [
             r
             for r in (info.repos if info else [])

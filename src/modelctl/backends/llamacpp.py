@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelctl import naming
 from modelctl.backends import (
     Backend,
     BackendError,
@@ -22,12 +21,13 @@ from modelctl.backends import (
     ProgressFn,
     inside,
 )
-from modelctl.errors import InvalidRequest
-from modelctl.gguf_meta import _SHARD, InvalidGGUF, read_gguf, shard_paths
+from modelctl.fit.gguf_meta import _SHARD, read_gguf, shard_paths
+from modelctl.record import naming
+from modelctl.record.errors import InvalidGGUF, InvalidRequest
 
 if TYPE_CHECKING:
-    from modelctl.gguf_meta import GGUFInfo
-    from modelctl.model import Model
+    from modelctl.fit.gguf_meta import GGUFInfo
+    from modelctl.record.model import Model
 
 _EMBEDDING_ARCHES = {
     "bert",
@@ -43,6 +43,12 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     requires = ("gguf",)
     install_hint = "pip install gguf"
+    runtimes = ("llama.cpp",)
+    prefixes = ("gguf",)
+    forms = ("path",)  # a .gguf file on this disk
+    catalog_key = "gguf"
+    model_format = "gguf"
+    install_rank = 20
 
     @property
     def folders(self) -> list[Path]:
@@ -81,7 +87,7 @@ class LlamaCppBackend(Backend):
         return self._record(path, read_gguf(path), model_id or path.name.removesuffix(".gguf"))
 
     def _record(self, path: Path, info: GGUFInfo, model_id: str) -> Model:
-        from modelctl.model import Model
+        from modelctl.record.model import Model
 
         embedding = info.architecture in _EMBEDDING_ARCHES
         template = info.chat_template or ""
@@ -145,8 +151,21 @@ class LlamaCppBackend(Backend):
         assert first is not None
         return self._record(first, read_gguf(first), first.name.removesuffix(".gguf"))
 
+    def download_size(self, ref: str, **options: Any) -> int | None:
+        """The GGUF file's size (every shard of a split one), as the Hub lists it."""
+        from modelctl.backends._hub import file_sizes
+
+        try:
+            repo, filename = self._pick_file(ref, options.get("quantization"))
+            sizes = file_sizes(repo, endpoint=self.settings.hf_endpoint)
+        except BackendError:
+            return None  # the install itself says what is wrong
+        parts = self._parts(repo, filename)
+        return sum(sizes[p] for p in parts) if all(p in sizes for p in parts) else None
+
     def _pick_file(self, ref: str, quantization: str | None) -> tuple[str, str]:
-        ref = naming.parse_ref(ref).name if ref.startswith(("hf:", "gguf:", "llamacpp:")) else ref
+        head, sep, rest = ref.partition(":")
+        ref = rest.strip() if sep and head in ("hf", "gguf", "llamacpp") else ref  # a Hub file
         parts = ref.strip("/").split("/")
         if len(parts) >= 3 and parts[-1].lower().endswith(".gguf"):
             return "/".join(parts[:2]), "/".join(parts[2:])

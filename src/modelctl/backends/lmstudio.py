@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from modelctl import naming
 from modelctl.backends import BackendError, BackendStatus
 from modelctl.backends._http import AsyncHttp, Http, HttpBackend
-from modelctl.backends.openai import OpenAIHandle
+from modelctl.backends._openai_wire import OpenAIWireHandle
+from modelctl.record import naming
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 log = logging.getLogger("modelctl.backends.lmstudio")
 
@@ -25,6 +25,8 @@ _TYPES = {"llm": (["chat"], ["chat", "completion", "streaming"]),
 class LMStudioBackend(HttpBackend):
     name = "lmstudio"
     url_setting = "lmstudio_url"
+    runtimes = ("LM Studio",)
+    model_format = "gguf"
 
     def _models(self) -> list[dict[str, Any]]:
         return self.http.get("/api/v0/models").get("data") or []
@@ -35,12 +37,13 @@ class LMStudioBackend(HttpBackend):
         except BackendError as exc:
             return BackendStatus(
                 self.name, False, url=self.url, error=exc.message,
-                hint="start LM Studio's server (Developer tab, or `lms server start`)",
+                hint="start LM Studio's server (Developer tab, or `lms server start`), "
+                "or set LMSTUDIO_URL",
             )  # fmt: skip
         return BackendStatus(self.name, True, url=self.url, models=count)
 
     def discover(self) -> list[Model]:
-        from modelctl.model import Model
+        from modelctl.record.model import Model
 
         out = []
         for entry in self._models():
@@ -89,7 +92,7 @@ class LMStudioBackend(HttpBackend):
             await self._v1[1].aclose()
 
 
-class LMStudioHandle(OpenAIHandle):
+class LMStudioHandle(OpenAIWireHandle):
     """A model LM Studio holds: loaded through its REST API (an older LM Studio without it
     loads on the first request), asked through its OpenAI-compatible API, unloaded on close."""
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from modelctl.backends import Backend, BackendError, BackendStatus
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 
 def apple_silicon() -> bool:
@@ -18,6 +18,8 @@ def apple_silicon() -> bool:
 
 class MLXBackend(Backend):
     name = "mlx"
+    runtimes = ("mlx-lm",)
+    model_format = "mlx"
 
     def status(self) -> BackendStatus:
         if not apple_silicon():
@@ -37,11 +39,8 @@ class MLXBackend(Backend):
     def discover(self) -> list[Model]:
         if not apple_silicon():
             raise BackendError("MLX runs on Apple silicon only")
-        from modelctl.backends.huggingface import HuggingFaceBackend
+        from modelctl.backends._hub import cached_model, scan_cache
 
-        cached = HuggingFaceBackend(self.settings).discover()
-        return [
-            m.updated(backend=self.name, refs={self.name: m.id})
-            for m in cached
-            if "mlx" in m.id.lower()
-        ]
+        info = scan_cache(self.settings.hf_cache)
+        repos = [r for r in (info.repos if info else []) if r.repo_type == "model"]
+        return [cached_model(r, self.name) for r in repos if "mlx" in r.repo_id.lower()]

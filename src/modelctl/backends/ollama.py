@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from modelctl import units
 from modelctl.backends import (
     BackendError,
     BackendStatus,
@@ -16,9 +15,10 @@ from modelctl.backends import (
     response,
 )
 from modelctl.backends._http import HttpBackend
+from modelctl.record import units
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
 _BLOB = re.compile(r"sha256[-:]([0-9a-f]{64})")
 # Ollama's capability words to modelctl's tasks and capabilities
@@ -34,6 +34,10 @@ _CAPABILITIES = {
 class OllamaBackend(HttpBackend):
     name = "ollama"
     url_setting = "ollama_host"
+    runtimes = ("Ollama",)
+    forms = ("tag",)  # name:tag, user/name:tag, hf.co/org/repo:tag
+    model_format = "gguf"
+    install_rank = 10  # a catalog model is pulled with Ollama first, where it is running
 
     def server(self) -> tuple[str, str, str]:
         host = self.url.rstrip("/")
@@ -46,7 +50,8 @@ class OllamaBackend(HttpBackend):
         except BackendError as exc:
             return BackendStatus(
                 self.name, False, url=self.url, error=exc.message,
-                hint="start it with `ollama serve`, or set OLLAMA_HOST",
+                hint="install Ollama (https://ollama.com) and run `ollama serve`, "
+                "or set OLLAMA_HOST to where it runs",
             )  # fmt: skip
         return BackendStatus(self.name, True, version=version, url=self.url, models=count)
 
@@ -58,7 +63,7 @@ class OllamaBackend(HttpBackend):
         return self.http.get("/api/ps").get("models") or []
 
     def _record(self, entry: dict[str, Any]) -> Model:
-        from modelctl.model import Model
+        from modelctl.record.model import Model
 
         name = entry["name"]
         details = entry.get("details") or {}
@@ -99,6 +104,26 @@ class OllamaBackend(HttpBackend):
 
     def discover(self) -> list[Model]:
         return [self._record(e) for e in self.http.get("/api/tags").get("models") or []]
+
+    def download_size(self, ref: str, **options: Any) -> int | None:
+        """The layers' sizes in the model's manifest on the Ollama registry (the library's, or
+        a user's namespace); None for other registries or when it cannot be read."""
+        import httpx
+
+        name, _, tag = ref.partition(":")
+        parts = name.split("/")
+        if "." in parts[0] or len(parts) > 2:
+            return None  # another registry (hf.co/…): not asked
+        path = "/".join(parts if len(parts) == 2 else ["library", *parts])
+        url = f"{self.settings.ollama_registry.rstrip('/')}/v2/{path}/manifests/{tag or 'latest'}"
+        accept = "application/vnd.docker.distribution.manifest.v2+json"
+        try:
+            answer = httpx.get(url, headers={"Accept": accept}, timeout=10, follow_redirects=True)
+            manifest = answer.json() if answer.is_success else {}
+            layers = [*manifest.get("layers", []), manifest.get("config") or {}]
+            return sum(int(layer.get("size") or 0) for layer in layers) or None
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            return None  # the pull itself says what is wrong
 
     def install(self, ref: str, progress: ProgressFn | None = None, **options: Any) -> Model:
         """Pull through the daemon, which downloads, verifies and resumes on its own."""

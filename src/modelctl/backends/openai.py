@@ -9,18 +9,24 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from modelctl import naming
 from modelctl.backends import Backend, BackendError, BackendStatus, Handle
 from modelctl.backends._http import HttpBackend
+from modelctl.backends._openai_wire import OpenAIWireHandle
+from modelctl.record import naming
 
 if TYPE_CHECKING:
-    from modelctl.model import Model
+    from modelctl.record.model import Model
+
+
+# `provider/model` spellings this backend's first instance serves (LiteLLM's way of writing)
+_PROVIDERS = {"openai": ("openai", "azure", "gemini", "mistral", "groq")}
 
 
 class OpenAIBackend(HttpBackend):
     name = "openai"
     url_setting = "openai_base_url"
     local = False
+    runtimes = ("OpenAI-compatible API",)
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class OpenAIBackend(HttpBackend):
         key_required: bool = True,
     ) -> None:
         super().__init__(settings, instance=instance, base_url=base_url)
+        self.providers = _PROVIDERS.get(self.instance, (self.instance,))
         self.api_key = api_key
         self.key_name = key_name
         self.key_required = key_required
@@ -85,7 +92,7 @@ class OpenAIBackend(HttpBackend):
         return OpenAIHandle(self, model)
 
     def discover(self) -> list[Model]:
-        from modelctl.model import Model
+        from modelctl.record.model import Model
 
         self._need_key()
         out = []
@@ -122,9 +129,9 @@ class OpenAIBackend(HttpBackend):
         return out
 
 
-class OpenAIHandle(Handle):
+class OpenAIHandle(OpenAIWireHandle):
     """A model an OpenAI-compatible server offers: "loading" checks the key and that the model
-    is offered; requests and answers pass through in OpenAI's own shapes."""
+    is offered."""
 
     device = "remote"
 
@@ -138,42 +145,3 @@ class OpenAIHandle(Handle):
                 f"{backend.instance} does not offer {self.name!r}",
                 hint=f"modelctl sync --backend {backend.instance}",
             )
-
-    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
-        body = {"model": self.name, "messages": messages, "stream": stream, **options}
-        if stream:
-            return self.http.stream_sse("POST", "/chat/completions", body)
-        return self.http.post("/chat/completions", body)
-
-    def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
-        body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
-        if stream:
-            return self.http.stream_sse("POST", "/completions", body)
-        return self.http.post("/completions", body)
-
-    def embed(self, inputs: list[str]) -> list[list[float]]:
-        return _vectors(self.http.post("/embeddings", {"model": self.name, "input": inputs}))
-
-    # The gateway's path: the same requests, awaited (no worker thread per request).
-
-    async def achat(
-        self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any
-    ) -> Any:
-        body = {"model": self.name, "messages": messages, "stream": stream, **options}
-        if stream:
-            return self.ahttp.stream_sse("/chat/completions", body)
-        return await self.ahttp.post("/chat/completions", body)
-
-    async def acomplete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
-        body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
-        if stream:
-            return self.ahttp.stream_sse("/completions", body)
-        return await self.ahttp.post("/completions", body)
-
-    async def aembed(self, inputs: list[str]) -> list[list[float]]:
-        return _vectors(await self.ahttp.post("/embeddings", {"model": self.name, "input": inputs}))
-
-
-def _vectors(answer: Any) -> list[list[float]]:
-    data = (answer or {}).get("data") or []
-    return [item["embedding"] for item in sorted(data, key=lambda d: d.get("index", 0))]

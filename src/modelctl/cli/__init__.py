@@ -20,7 +20,7 @@ from modelctl.cli import (
     transfer,
     usage,
 )
-from modelctl.errors import ModelctlError
+from modelctl.record.errors import ModelctlError
 
 __all__ = ["app", "main"]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelctl.errors import ModelctlError
+from modelctl.record.errors import ModelctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -135,7 +135,7 @@ def confirm(question: str, yes: bool) -> None:
 
 def parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:
     """KEY=VALUE pairs; a VALUE that is valid JSON is read as JSON, otherwise as text."""
-    from modelctl.errors import InvalidModel
+    from modelctl.record.errors import InvalidModel
 
     out: dict[str, Any] = {}
     for pair in pairs:

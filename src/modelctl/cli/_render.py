@@ -2,7 +2,15 @@
 
 from typing import Any
 
-from modelctl.units import format_bytes, format_memory, format_parameters
+from modelctl.record.units import format_bytes, format_memory, format_parameters
+
+FIT_STYLES = {"full GPU": "green", "partial GPU": "yellow", "CPU only": "cyan", "fits": "green",
+              "won't fit": "red", "remote": "dim"}  # fmt: skip
+
+
+def fit_cell(level: str) -> str:
+    style = FIT_STYLES.get(level)
+    return f"[{style}]{level}[/{style}]" if style else level
 
 
 def _count(value: int | None) -> str:
@@ -38,8 +46,6 @@ def models_table(
             ", ".join(r.get("tags") or ()),
         ]
         if fits is not None:
-            from modelctl.cli.machine import fit_cell
-
             fit = fits.get(r["id"], {})
             row += [fit_cell(fit.get("level", "-")), format_memory(fit.get("total") or None)]
         table.add_row(*row)

@@ -7,7 +7,7 @@ import typer
 
 from modelctl.cli import _common
 from modelctl.cli._common import JsonOpt
-from modelctl.errors import ConfigError
+from modelctl.record.errors import ConfigError
 
 config_app = typer.Typer(
     help="Show and change settings (defaults < global file < project file < environment).",

@@ -6,10 +6,10 @@ import typer
 
 from modelctl.cli import _common
 from modelctl.cli._common import JsonOpt
-from modelctl.errors import ModelctlError
-from modelctl.kinds import Purpose, Task
-from modelctl.query import LOCAL_BACKENDS
-from modelctl.units import (
+from modelctl.cli._render import fit_cell, models_table
+from modelctl.record.errors import InsufficientMemory, ModelctlError
+from modelctl.record.kinds import Purpose, Task
+from modelctl.record.units import (
     format_bytes,
     format_memory,
     format_parameters,
@@ -18,7 +18,7 @@ from modelctl.units import (
 )
 
 if TYPE_CHECKING:
-    from modelctl.catalog import CatalogEntry
+    from modelctl.fit.catalog import CatalogEntry
 
 
 def _positive(value: str | None, parse: Any, option: str, example: str) -> int | None:
@@ -120,7 +120,7 @@ def fit(
         for line in result.estimate.explain():
             _common.console().print("  " + line)
     if not result.fits:
-        raise typer.Exit(1)
+        raise typer.Exit(InsufficientMemory.exit_code)  # 7, as the exit codes table says
 
 
 def recommend(
@@ -188,7 +188,7 @@ def fit_column(
     entries: "list[CatalogEntry]", *, memory: int | None, context: int | None, manager: Any
 ) -> dict[str, dict[str, Any]]:
     """How each entry would fit: level and total bytes; remote models need no memory here."""
-    from modelctl.fit import check_compatibility
+    from modelctl.fit.estimate import check_compatibility
 
     system = None if memory is not None else manager.system_info()
     out: dict[str, dict[str, Any]] = {}
@@ -199,15 +199,6 @@ def fit_column(
         comp = check_compatibility(entry, memory=memory, system=system, context=context)
         out[entry.id] = {"level": comp.level, "total": comp.estimate.total}
     return out
-
-
-FIT_STYLES = {"full GPU": "green", "partial GPU": "yellow", "CPU only": "cyan", "fits": "green",
-              "won't fit": "red", "remote": "dim"}  # fmt: skip
-
-
-def fit_cell(level: str) -> str:
-    style = FIT_STYLES.get(level)
-    return f"[{style}]{level}[/{style}]" if style else level
 
 
 def catalog_table(entries: "list[CatalogEntry]", fits: dict[str, dict[str, Any]]) -> Any:
@@ -246,7 +237,7 @@ def catalog_table(entries: "list[CatalogEntry]", fits: dict[str, dict[str, Any]]
 
 def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> None:
     """Registered models and the catalog's others, each with how it fits this machine."""
-    from modelctl import fit as fitting
+    from modelctl.fit import estimate as fitting
 
     manager = state.manager
     system = manager.system_info()
@@ -259,7 +250,7 @@ def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> Non
                 record["id"], catalog=manager.catalog, registry=state.registry
             )
         except ModelctlError:  # remote, or nothing to estimate from
-            level = "remote" if record["backend"] not in LOCAL_BACKENDS else "-"
+            level = "remote" if record["backend"] not in manager.schemes.local else "-"
             fits[record["id"]] = {"level": level, "total": 0}
             continue
         comp = fitting.check_compatibility(facts, system=system)
@@ -273,17 +264,13 @@ def list_all(state: Any, records: list[dict[str, Any]], *, as_json: bool) -> Non
             }
         )
         return
-    from modelctl.cli import _render
-
-    _common.console().print(_render.models_table(records, title="registered", fits=fits))
+    _common.console().print(models_table(records, title="registered", fits=fits))
     _common.console().print(catalog_table(extra, fits))
 
 
 def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check this machine, the runtimes, every backend, keys and the server; say what to do."""
-    from modelctl.doctor import diagnose
-
-    findings = diagnose(_common.state(ctx).manager)
+    findings = _common.state(ctx).manager.doctor()
     if as_json:
         _common.emit_json([f.to_dict() for f in findings])
         return

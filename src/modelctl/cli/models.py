@@ -9,8 +9,9 @@ import typer
 
 from modelctl.cli import _common, _render
 from modelctl.cli._common import JsonOpt, WhereOpt, YesOpt
-from modelctl.errors import InvalidModel, InvalidQuery
-from modelctl.kinds import Capability, Purpose, SizeClass, Status, Task
+from modelctl.record import naming
+from modelctl.record.errors import InvalidModel, InvalidQuery
+from modelctl.record.kinds import Capability, Purpose, SizeClass, Status, Task
 
 Many = list[str] | None
 
@@ -57,7 +58,7 @@ def list_models(
             clauses.append(json.loads(query))
         except json.JSONDecodeError as exc:
             raise InvalidQuery(f"--query is not JSON: {exc.msg}") from None
-    from modelctl.query import parse_where
+    from modelctl.registry.query import parse_where
 
     parsed = [parse_where(c) if isinstance(c, str) else c for c in clauses]
     combined = parsed[0] if len(parsed) == 1 else {"$and": parsed} if parsed else None
@@ -165,9 +166,10 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a model by hand. Parameters and quantization are read from the name if not given."""
-    from modelctl.model import Model
+    from modelctl.record.model import Model
 
-    record = draft_record(ref, backend=backend, model_id=model_id)
+    schemes = _common.state(ctx).manager.schemes
+    record = draft_record(ref, backend=backend, model_id=model_id, schemes=schemes)
     given: dict[str, Any] = {
         "name": name,
         "tasks": [str(t) for t in task] if task else None,
@@ -201,17 +203,18 @@ def add(
         _common.say(f"added [bold]{model.id}[/bold] ({model.backend})")
 
 
-def draft_record(ref: str, *, backend: str | None, model_id: str | None) -> dict[str, Any]:
+def draft_record(
+    ref: str, *, backend: str | None, model_id: str | None, schemes: naming.Schemes
+) -> dict[str, Any]:
     """What a reference says about a new model: backend, id, references, facts in its name."""
-    from modelctl import naming
-
-    parsed = naming.parse_ref(ref)
+    parsed = naming.parse_ref(ref, schemes)
     chosen = backend or parsed.backend
     if chosen is None:
+        names = ", ".join(sorted(set(schemes.prefixes.values())))
         raise InvalidModel(
             f"cannot tell which backend serves {ref!r}",
             field="backend",
-            hint="pass --backend (ollama, llamacpp, huggingface, openai, …) or write BACKEND:NAME",
+            hint=f"pass --backend ({names}) or write BACKEND:NAME",
         )
     record: dict[str, Any] = {
         "id": model_id or naming.default_id(parsed),

@@ -17,10 +17,9 @@ def register(app: typer.Typer) -> None:
 def demo(ctx: typer.Context, as_json: _common.JsonOpt = False) -> None:
     """Write a tiny GGUF model (random weights, under 1 MB) and register it as modelctl-demo,
     to try run, load and serve with no download. Its answers are noise."""
-    from modelctl.demo import make_demo
-    from modelctl.units import format_bytes
+    from modelctl.record.units import format_bytes
 
-    model = make_demo(_common.state(ctx).manager)
+    model = _common.state(ctx).manager.make_demo()
     if as_json:
         _common.emit_json(model.to_dict())
         return

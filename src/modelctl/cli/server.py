@@ -8,7 +8,7 @@ import typer
 
 from modelctl.cli import _common
 from modelctl.cli._common import JsonOpt
-from modelctl.errors import ModelctlError
+from modelctl.record.errors import ModelctlError
 
 KeepAliveOpt = Annotated[
     str | None,
@@ -68,14 +68,14 @@ def serve(
 
 
 def _client(ctx: typer.Context) -> Any:
-    from modelctl.client import ServerClient
+    from modelctl.ops.client import ServerClient
 
     settings = _common.state(ctx).settings
     return ServerClient(settings.server, api_key=settings.api_key)
 
 
 def _keep_alive(text: str | None) -> float | None:
-    from modelctl.units import parse_duration, parse_field
+    from modelctl.record.units import parse_duration, parse_field
 
     return None if text is None else parse_field(parse_duration, text, "--keep-alive")
 
@@ -98,7 +98,7 @@ def load(
     if as_json:
         _common.emit_json(slot)
         return
-    from modelctl.units import format_memory
+    from modelctl.record.units import format_memory
 
     _common.say(
         f"loaded {slot['model']} on {slot['device'] or 'cpu'} ({format_memory(slot['size'])}"
@@ -143,7 +143,7 @@ def ps(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    from modelctl.units import format_memory
+    from modelctl.record.units import format_memory
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("MODEL", "STATE", "SIZE", "WHERE", "UNTIL", "IN FLIGHT", "TOK/S"):

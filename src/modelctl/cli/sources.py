@@ -6,7 +6,7 @@ import typer
 
 from modelctl.cli import _common
 from modelctl.cli._common import JsonOpt, YesOpt
-from modelctl.units import format_bytes
+from modelctl.record.units import format_bytes
 
 if TYPE_CHECKING:
     from modelctl.manager import ModelManager
@@ -132,10 +132,10 @@ def rm(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a model's files through its backend; the registry keeps it, not installed."""
-    from modelctl.install import plan_remove, remove
+    from modelctl.ops.install import plan_remove, remove
 
     manager = _manager(ctx)
-    found, plan = plan_remove(manager, model)
+    found, plan = plan_remove(manager.registry, manager.backends, model)
     if dry_run:
         if as_json:
             _common.emit_json(plan.to_dict())
@@ -147,7 +147,7 @@ def rm(
     _common.confirm(
         f"Delete {found.id} ({format_bytes(plan.bytes_freed)}) from {found.backend}?", yes
     )
-    done = remove(manager, found.id)
+    done = remove(manager.registry, manager.backends, found.id)
     if as_json:
         _common.emit_json(done.to_dict())
     else:

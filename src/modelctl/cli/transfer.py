@@ -22,8 +22,8 @@ def export(
     where: WhereOpt = None,
 ) -> None:
     """Export the registry (models, tags, aliases, groups, metadata) as JSON."""
-    from modelctl import transfer
-    from modelctl.query import parse_where
+    from modelctl.registry import transfer
+    from modelctl.registry.query import parse_where
 
     clauses = [parse_where(w) for w in where or []]
     query = clauses[0] if len(clauses) == 1 else {"$and": clauses} if clauses else None
@@ -47,7 +47,7 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Import an export file: all of it, or (on any error) none of it."""
-    from modelctl import transfer
+    from modelctl.registry import transfer
 
     report = transfer.import_file(
         _common.state(ctx).registry, path, replace=replace, dry_run=dry_run

@@ -8,7 +8,7 @@ import typer
 
 from modelctl.cli import _common
 from modelctl.cli._common import JsonOpt
-from modelctl.errors import InvalidRequest
+from modelctl.record.errors import InvalidRequest
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def compare(
 def _profile_table(found: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    from modelctl.units import format_bytes, format_memory, format_parameters
+    from modelctl.record.units import format_bytes, format_memory, format_parameters
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ("MODEL", "PARAMS", "QUANT", "DISK", "P50", "P95", "TTFT", "GEN TOK/S",
@@ -123,7 +123,7 @@ def stats(
 def _since(text: str | None) -> float | None:
     if text is None:
         return None
-    from modelctl.units import parse_duration
+    from modelctl.record.units import parse_duration
 
     days = text.strip().lower()
     try:

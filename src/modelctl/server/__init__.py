@@ -10,6 +10,7 @@ request is recorded in the usage ledger. Loopback by default; any other address 
 FastAPI and uvicorn load only here, never on `import modelctl`.
 """
 
-from modelctl.server.app import ServerState, check_bind, create_app, serve
+from modelctl.server.app import check_bind, create_app, serve
+from modelctl.server.state import ServerState
 
 __all__ = ["ServerState", "check_bind", "create_app", "serve"]

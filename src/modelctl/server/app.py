@@ -1,4 +1,5 @@
-"""The app factory, the server's shared state, authentication and `serve`."""
+"""The app factory, authentication and `serve`; the routers are imported here, never the
+other way round (they share `state.ServerState`)."""
 
 import contextlib
 import gc
@@ -9,7 +10,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -19,54 +19,16 @@ from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelctl import __version__
-from modelctl.errors import ConfigError, ModelctlError
 from modelctl.manager import ModelManager
-from modelctl.server import errors
+from modelctl.record.errors import ConfigError, ModelctlError, Unauthorized
+from modelctl.server import errors, management, ollama_api, openai_api
 from modelctl.server.jobs import Jobs
 from modelctl.server.metrics import Metrics
+from modelctl.server.state import ServerState, state
 
-__all__ = ["ServerState", "check_bind", "create_app", "is_loopback", "serve"]
+__all__ = ["check_bind", "create_app", "is_loopback", "serve"]
 
 log = logging.getLogger("modelctl.server")
-
-
-@dataclass
-class ServerState:
-    """What every route shares: the manager, install jobs, metrics."""
-
-    manager: ModelManager
-    jobs: Jobs
-    metrics: Metrics
-    api_key: str | None = None
-    only: str | None = None  # a single-model server: every request goes to this model
-    started: float = field(default_factory=time.time)
-    restored: dict[str, str] = field(default_factory=dict)  # models that failed to come back
-
-    def resolve(self, ref: str) -> str:
-        """A model id from a client's name: aliases, references, and Ollama's `:latest`; on a
-        single-model server, whatever the name, its one model (as llama-server does)."""
-        if self.only is not None:
-            return self.only
-        registry = self.manager.registry
-        try:
-            return registry.lookup(ref).id
-        except KeyError:
-            if ref.endswith(":latest"):
-                return registry.lookup(ref.removesuffix(":latest")).id
-            raise
-
-
-def state(request: Request) -> ServerState:
-    return request.app.state.ctl
-
-
-def client_name(request: Request, user: str | None = None) -> str | None:
-    """Who is asking, for the usage ledger: a header, the body's `user`, or the user agent."""
-    named = request.headers.get("x-modelctl-client") or user
-    if named:
-        return named[:128]
-    agent = request.headers.get("user-agent")
-    return agent.split(" ", 1)[0][:128] if agent else None
 
 
 def is_loopback(host: str) -> bool:
@@ -98,7 +60,7 @@ async def _authenticate(
         return
     given = credentials.credentials if credentials else request.headers.get("x-api-key", "")
     if not secrets.compare_digest(given.encode(), key.encode()):
-        raise errors.Unauthorized(
+        raise Unauthorized(
             "missing or wrong API key", hint="send Authorization: Bearer $MODELCTL_API_KEY"
         )
 
@@ -134,8 +96,6 @@ def create_app(
     On start it restores what the last run had loaded (`restore`) and starts the keep-alive
     reaper; on stop it cancels install jobs and unloads every model.
     """
-    from modelctl.server import management, ollama_api, openai_api
-
     only = manager.registry.resolve(only) if only else None
     ctl = ServerState(
         manager=manager, jobs=Jobs(manager), metrics=Metrics(manager), api_key=api_key, only=only
@@ -151,9 +111,7 @@ def create_app(
                 log.error("error: cannot serve %s: %s", only, exc)
                 raise
         elif restore:
-            from modelctl.lifecycle import saved_state
-
-            ctl.restored = scheduler.restore(saved_state(manager))
+            ctl.restored = scheduler.restore(manager.saved_state())
             for model, reason in ctl.restored.items():
                 log.warning("could not restore %s: %s", model, reason)
         if reaper_interval:

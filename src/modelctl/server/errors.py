@@ -16,9 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from modelctl import errors
-from modelctl.backends import BackendError, NotSupported, UnsafePath
-from modelctl.scheduler import LoadFailed
+from modelctl.record import errors
 
 log = logging.getLogger("modelctl.server")
 
@@ -28,10 +26,10 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.NotFound, 404, "not_found"),
     (errors.Conflict, 409, "conflict"),
     (errors.InsufficientMemory, 503, "insufficient_memory"),
-    (NotSupported, 400, "not_supported"),
-    (UnsafePath, 400, "unsafe_path"),
-    (LoadFailed, 502, "load_failed"),
-    (BackendError, 502, "backend_error"),
+    (errors.NotSupported, 400, "not_supported"),
+    (errors.UnsafePath, 400, "unsafe_path"),
+    (errors.LoadFailed, 502, "load_failed"),
+    (errors.BackendError, 502, "backend_error"),
     (errors.StoreError, 503, "store_error"),
     (errors.ImportFailed, 400, "import_failed"),
     (errors.InvalidQuery, 400, "invalid_query"),
@@ -39,12 +37,8 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
 )
 
 
-class Unauthorized(errors.ModelctlError):
-    """A request without the server's API key."""
-
-
 def classify(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, errors.Unauthorized):
         return 401, "unauthorized"
     for kind, status, code in _TABLE:
         if isinstance(exc, kind):

@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelctl.backends import Progress
-from modelctl.errors import ModelctlError, NotFound
 from modelctl.manager import ModelManager
+from modelctl.record.errors import Cancelled, ModelctlError, NotFound
 from modelctl.server.errors import classify
 
-__all__ = ["Cancelled", "Job", "Jobs"]
+__all__ = ["Job", "Jobs"]
 
 FINISHED = ("done", "failed", "cancelled")
-
-
-class Cancelled(ModelctlError):
-    """An install job that was asked to stop."""
 
 
 @dataclass

@@ -16,11 +16,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelctl import __version__
-from modelctl.errors import InvalidRequest
-from modelctl.kinds import Capability, Purpose, SizeClass, Task
-from modelctl.query import LOCAL_BACKENDS
-from modelctl.server.app import ServerState, state
-from modelctl.units import parse_bytes, parse_duration, parse_field
+from modelctl.record.errors import InvalidRequest
+from modelctl.record.kinds import Capability, Purpose, SizeClass, Task
+from modelctl.record.units import parse_bytes, parse_duration, parse_field
+from modelctl.server.state import ServerState, state
 
 __all__ = ["router"]
 
@@ -61,7 +60,7 @@ def list_models(
     limit: int | None = Query(None, ge=0, le=100_000),
 ) -> JSONResponse:
     """Models matching the filters and `where` expressions (the query language)."""
-    from modelctl.query import parse_where
+    from modelctl.registry.query import parse_where
 
     clauses = [parse_where(w) for w in where or ()]
     query = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -155,7 +154,8 @@ def delete_model(
     manager = ctl.manager
     record = manager.registry.store.get(model_id) or {}
     plan = None
-    if record.get("installed") and record.get("backend") in LOCAL_BACKENDS:
+    backend = manager.backends.get(record.get("backend") or "")
+    if record.get("installed") and backend is not None and backend.kind().can_delete:
         if not dry_run:
             manager.unload(model_id)
         plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()

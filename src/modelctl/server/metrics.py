@@ -10,7 +10,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from modelctl.manager import ModelManager
-from modelctl.usage import Usage
+from modelctl.store.ledger import Usage
 
 __all__ = ["Metrics"]
 

@@ -17,10 +17,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelctl import __version__
-from modelctl.errors import InvalidRequest, ModelctlError
-from modelctl.server.app import ServerState, client_name, state
-from modelctl.server.openai_api import usable
-from modelctl.units import format_parameters, parse_duration, parse_field
+from modelctl.record.errors import InvalidRequest, ModelctlError
+from modelctl.record.units import format_parameters, parse_duration, parse_field
+from modelctl.server.state import ServerState, client_name, state, usable
 
 __all__ = ["router"]
 
@@ -285,8 +284,8 @@ async def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONRespo
     return JSONResponse({"embedding": vectors[0]})
 
 
-def _details(record: dict[str, Any]) -> dict[str, Any]:
-    fmt = "gguf" if record.get("backend") in ("llamacpp", "ollama", "lmstudio") else ""
+def _details(record: dict[str, Any], formats: dict[str, str | None]) -> dict[str, Any]:
+    fmt = formats.get(record.get("backend") or "") or ""
     family = record.get("family") or record.get("architecture") or ""
     params = record.get("parameters")
     return {
@@ -299,21 +298,28 @@ def _details(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _listed(record: dict[str, Any]) -> dict[str, Any]:
+def _formats(ctl: ServerState) -> dict[str, str | None]:
+    """Each backend's model file format, as it declares it (gguf, safetensors, …)."""
+    return {name: kind.model_format for name, kind in ctl.manager.backend_kinds().items()}
+
+
+def _listed(record: dict[str, Any], formats: dict[str, str | None]) -> dict[str, Any]:
     return {
         "name": record["id"],
         "model": record["id"],
         "modified_at": record.get("updated_at") or record.get("created_at") or _now(),
         "size": record.get("file_size") or 0,
         "digest": record.get("digest") or "",
-        "details": _details(record),
+        "details": _details(record, formats),
     }
 
 
 @router.get("/tags")
 def tags(request: Request) -> JSONResponse:
     """Every model a request can name: installed ones, and those served elsewhere."""
-    return JSONResponse({"models": [_listed(r) for r in usable(state(request))]})
+    ctl = state(request)
+    formats = _formats(ctl)
+    return JSONResponse({"models": [_listed(r, formats) for r in usable(ctl)]})
 
 
 @router.get("/ps")
@@ -321,6 +327,7 @@ def ps(request: Request) -> JSONResponse:
     """Models loaded now, with size, VRAM and when they expire."""
     ctl = state(request)
     now = datetime.now(UTC)
+    formats = _formats(ctl)
     models = []
     for slot in ctl.manager.loaded():
         if slot["state"] != "loaded":
@@ -329,7 +336,7 @@ def ps(request: Request) -> JSONResponse:
         expires = slot["expires_in"]
         until = now + timedelta(days=3650) if expires is None else now + timedelta(seconds=expires)
         models.append(
-            _listed(record)
+            _listed(record, formats)
             | {
                 "size": slot["size"],
                 "size_vram": slot["size"] if slot["device"] == "gpu" else 0,
@@ -371,7 +378,7 @@ def show(payload: ModelRequest, request: Request) -> JSONResponse:
             "modelfile": f"# served by modelctl\nFROM {record['id']}\n",
             "parameters": parameters,
             "template": (record.get("custom") or {}).get("chat_template") or "",
-            "details": _details(record),
+            "details": _details(record, _formats(ctl)),
             "model_info": info,
             "capabilities": capabilities,
             "modified_at": record.get("updated_at") or _now(),

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelctl.errors import InvalidRequest, ModelctlError
-from modelctl.model import GENERATION_OPTIONS
-from modelctl.server.app import client_name, state
+from modelctl.record.errors import InvalidRequest, ModelctlError
+from modelctl.record.model import GENERATION_OPTIONS
+from modelctl.record.units import parse_duration, parse_field
 from modelctl.server.errors import body, classify
-from modelctl.units import parse_duration, parse_field
+from modelctl.server.state import client_name, state, usable
 
 __all__ = ["router"]
 
@@ -179,19 +179,6 @@ def _listing(record: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         stamp = 0
     return {"id": record["id"], "object": "model", "created": stamp, "owned_by": record["backend"]}
-
-
-def usable(ctl: Any) -> list[dict[str, Any]]:
-    """Models a request can use now: installed ones, and those served elsewhere."""
-    from modelctl.query import LOCAL_BACKENDS
-
-    if ctl.only is not None:
-        return [ctl.manager.registry.store.get(ctl.only)]
-    return [
-        r
-        for r in ctl.manager.registry.records(order_by="id")
-        if r.get("installed") or r.get("backend") not in LOCAL_BACKENDS
-    ]
 
 
 @router.get("/models")

@@ -1,0 +1,2 @@
+"""Fit: the machine (`hardware`), GGUF headers (`gguf_meta`), the catalog, and memory estimates
+and recommendations built on them (`estimate`)."""

@@ -1,0 +1,169 @@
+"""Pull and remove: pick the backend, check the fit, act, and keep the registry true.
+
+Nothing is marked installed until its backend says the install finished; a delete is planned
+(paths, bytes freed) before it runs, and the record stays, not installed, with its metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from modelctl.backends import DeletePlan, ProgressFn, schemes
+from modelctl.record import naming
+from modelctl.record.errors import BackendError, InsufficientMemory, NotFound
+
+if TYPE_CHECKING:
+    from modelctl.backends import Backend, BackendKind
+    from modelctl.fit.catalog import Catalog, CatalogEntry
+    from modelctl.fit.hardware import SystemInfo
+    from modelctl.record.model import Model
+    from modelctl.registry import Registry
+
+__all__ = ["choose", "plan_remove", "pull", "register", "remove"]
+
+
+def choose(
+    ref: str,
+    *,
+    catalog: Catalog,
+    kinds: Mapping[str, BackendKind],
+    backend: str | None = None,
+    quantization: str | None = None,
+) -> tuple[str, str, CatalogEntry | None]:
+    """(backend, the name that backend knows, the catalog entry if any) for what to pull.
+
+    A catalog model goes to the first backend that can install it (each backend's
+    `install_rank`); any other reference to the backend its spelling names."""
+    found = schemes(kinds.values())
+    parsed = naming.parse_ref(ref, found)
+    entry = catalog.find(ref)
+    name = backend or (parsed.backend if parsed.explicit else None)
+    installers = sorted(
+        (k for k in kinds.values() if k.can_install), key=lambda k: (k.install_rank, k.name)
+    )
+    if entry is not None:
+        if not entry.is_local:
+            raise BackendError(f"{entry.id} is served by {entry.backend}: nothing to download")
+        name = name or next((k.name for k in installers if k.catalog_key in entry.refs), None)
+        if name is None or name not in kinds:
+            raise BackendError(f"no backend here can download {entry.id}")
+        known = entry.refs.get(kinds[name].catalog_key)
+        if known is None:
+            first = next((k.name for k in installers if k.catalog_key in entry.refs), "?")
+            raise BackendError(
+                f"the catalog knows no {name} download for {entry.id}",
+                hint=f"try --backend {first}",
+            )
+        if quantization and known.lower().endswith(".gguf"):
+            known = "/".join(known.split("/")[:2])  # the repo: --quant picks the file
+        return name, known, entry
+    if not installers and name is None:
+        raise BackendError("no backend here can download models")
+    name = name or parsed.backend or installers[0].name
+    gguf = quantization or parsed.name.lower().endswith(".gguf")
+    files = found.forms.get("path")  # the backend that keeps single model files
+    if backend is None and gguf and files and name == found.forms.get("repo"):
+        name = files  # one GGUF file out of a repo, into the model folder
+    if name in kinds:
+        return name, _own_name(parsed, kinds[name]), None
+    return name, parsed.name, None
+
+
+def _own_name(parsed: naming.ModelRef, kind: BackendKind) -> str:
+    """The name without a prefix of the chosen backend's (the backend strips its own too)."""
+    head, sep, rest = parsed.text.strip().partition(":")
+    return rest.strip() if sep and head.lower() in kind.prefixes else parsed.name
+
+
+def pull(
+    ref: str,
+    *,
+    registry: Registry,
+    catalog: Catalog,
+    backends: Mapping[str, Backend],
+    system: Callable[[], SystemInfo],
+    backend: str | None = None,
+    quantization: str | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> Model:
+    """Install a model through its backend and register it; refuses what won't fit unless
+    forced: a catalog model by its estimate, any other by the size its source lists."""
+    from modelctl.fit import estimate as fit
+
+    kinds = {name: b.kind() for name, b in backends.items()}
+    name, backend_ref, entry = choose(
+        ref, catalog=catalog, kinds=kinds, backend=backend, quantization=quantization
+    )
+    if name not in backends:
+        raise NotFound(f"no backend named {name!r}", hint=f"backends: {', '.join(backends)}")
+    target = backends[name]
+    if not force:
+        if entry is not None:
+            check = fit.check_compatibility(entry, system=system(), quantization=quantization)
+        else:
+            size = target.download_size(backend_ref, quantization=quantization)
+            check = None if size is None else fit.check_download(size, system=system())
+        if check is not None and not check.fits:
+            raise InsufficientMemory(
+                f"{entry.id if entry else backend_ref} won't fit here: {check.reason}",
+                hint="pass --force to download it anyway",
+            )
+    model = target.install(backend_ref, progress, quantization=quantization)
+    if entry is not None:
+        facts = entry.to_model(quantization)
+        filled = ("tasks", "capabilities", "purpose", "license", "name", "context_length")
+        gaps = {k: facts[k] for k in filled if k in facts and not getattr(model, k)}
+        model = model.updated(**gaps, custom={**model.custom, "catalog": entry.id})
+    return register(registry, model)
+
+
+def register(registry: Registry, model: Model) -> Model:
+    """Add `model`, or refresh the record that has the same backend reference."""
+    with registry.store.transaction():
+        existing = registry.store.find_by_ref(model.backend, model.refs[model.backend])
+        if not existing:
+            model_id = model.id if model.id not in registry else f"{model.backend}/{model.id}"
+            return registry.add(model.updated(id=model_id))
+        current = registry[existing[0]]
+        keep = {
+            "tags",
+            "aliases",
+            "custom",
+            "description",
+            "id",
+            "created_at",
+            "updated_at",
+            "last_used",
+        }
+        changes = {
+            k: v for k, v in model.to_dict().items() if k not in keep and v not in (None, [], {})
+        }
+        changes["custom"] = {**model.custom, **current.custom}
+        changes["refs"] = {**current.refs, **model.refs}
+        return registry.update(current.id, **changes)
+
+
+def plan_remove(
+    registry: Registry, backends: Mapping[str, Backend], ref: str
+) -> tuple[Model, DeletePlan]:
+    model = registry[ref]
+    if not model.installed:
+        raise BackendError(
+            f"{model.id} is not installed", hint="modelctl forget removes the record"
+        )
+    if model.backend not in backends:
+        raise NotFound(
+            f"no backend named {model.backend!r}", hint=f"backends: {', '.join(backends)}"
+        )
+    return model, backends[model.backend].plan_delete(model.ref_for(model.backend))
+
+
+def remove(registry: Registry, backends: Mapping[str, Backend], ref: str) -> DeletePlan:
+    """Delete a model's files through its backend; the record stays, marked not installed."""
+    model, plan = plan_remove(registry, backends, ref)
+    if plan.execute is not None:
+        plan.execute()
+    registry.update(model.id, installed=False, status="available")
+    return plan

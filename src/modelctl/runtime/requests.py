@@ -1,0 +1,306 @@
+"""Wiring the scheduler to the registry, the backends and the fit estimate; running requests.
+
+A request names a model (or uses the current one), gets it loaded through the scheduler, holds
+it for the request's whole life (a stream included), applies the model's default generation
+options under the request's own, and records the tokens per second of what it generated.
+Everything here takes the parts it uses (a registry, a backend lookup, a catalog, a store, a
+ledger); `ModelManager` composes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound
+from modelctl.record.model import GENERATION_OPTIONS
+from modelctl.store.ledger import Usage
+
+__all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler", "saved_state"]
+
+if TYPE_CHECKING:
+    from modelctl.backends import Backend
+    from modelctl.config import Settings
+    from modelctl.fit.catalog import Catalog
+    from modelctl.record.model import Model
+    from modelctl.registry import Registry
+    from modelctl.runtime.scheduler import Scheduler, Slot
+    from modelctl.store.database import Store
+    from modelctl.store.ledger import Ledger
+
+STATE_KEY = "scheduler_state"
+# Request fields a runtime takes besides the generation options.
+PASSED_THROUGH = frozenset({"stream", "tools", "tool_choice", "response_format"})
+RESERVE = 1 << 30  # RAM left to everything else when the budget is not set
+
+
+def make_scheduler(
+    *,
+    settings: Settings,
+    registry: Registry,
+    backend: Callable[[str], Backend],
+    catalog: Callable[[], Catalog],
+) -> Scheduler:
+    """A scheduler whose models come from `registry`, load through `backend(name)`, are
+    estimated from their files or the catalog, and whose state is saved in the registry's store."""
+    import psutil
+
+    from modelctl.fit import estimate as fit
+    from modelctl.runtime.scheduler import Scheduler
+
+    budget = settings.memory_budget
+    if budget is None:
+        budget = max(0, psutil.virtual_memory().available - RESERVE)
+
+    def resolve(model_id: str) -> tuple[Model, Any]:
+        model = registry[model_id]
+        return model, backend(model.backend)
+
+    estimates: dict[tuple[Any, ...], int] = {}  # a record unchanged since: the same answer
+
+    def estimate(model: Model, options: dict[str, Any]) -> int:
+        context = options.get("context")
+        key = (model.id, model.updated_at, context)
+        if key not in estimates:
+            try:
+                facts, _ = fit.facts_for(model.id, catalog=catalog(), registry=registry)
+            except ModelctlError:  # served elsewhere, or nothing known: no memory here
+                estimates[key] = 0
+            else:
+                estimate = fit.estimate_memory(facts, context=int(context) if context else None)
+                estimates[key] = estimate.total
+        return estimates[key]
+
+    def rss() -> int:
+        return psutil.Process().memory_info().rss
+
+    def persist(state: dict[str, Any]) -> None:
+        registry.store.put_state(STATE_KEY, state)
+
+    return Scheduler(
+        resolve=resolve, estimate=estimate, budget=budget, max_loaded=settings.max_loaded,
+        keep_alive=settings.keep_alive, measure=rss, persist=persist,
+    )  # fmt: skip
+
+
+def saved_state(store: Store) -> dict[str, Any]:
+    """What was loaded and current when the scheduler last changed (for a restart)."""
+    return store.get_state(STATE_KEY) or {}
+
+
+class Requests:
+    """Runs requests (`kind`: chat, complete, embed) on models, loading them on demand through
+    the scheduler, and meters each into the usage ledger."""
+
+    def __init__(self, *, registry: Registry, scheduler: Scheduler, ledger: Ledger) -> None:
+        self.registry, self.scheduler, self.ledger = registry, scheduler, ledger
+
+    def _prepare(
+        self, kind: str, model: str | None, client: str | None, options: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], dict[str, Any], Meter]:
+        """(model id, load options, generation options, meter) for one request."""
+        scheduler = self.scheduler
+        if model is None:
+            if scheduler.current is None:
+                raise NotFound(
+                    "no model named and no current model", hint="name one, or switch_model first"
+                )
+            model_id = scheduler.current
+            record = self.registry.lookup(model_id)
+        else:
+            record = self.registry.lookup(model)
+            model_id = record.id
+        load_options = {
+            k: options.pop(k)
+            for k in ("keep_alive", "context", "gpu_layers", "embedding")
+            if k in options
+        }
+        if kind == "embed":
+            load_options.setdefault("embedding", True)
+        unknown = set(options) - GENERATION_OPTIONS - PASSED_THROUGH
+        if unknown:
+            raise InvalidRequest(
+                f"unknown option {sorted(unknown)[0]!r}",
+                hint=", ".join(sorted(GENERATION_OPTIONS)),
+            )
+        meter = Meter(self.ledger, self.scheduler, record, kind, client)
+        return model_id, load_options, {**record.defaults, **options}, meter
+
+    def request(
+        self, kind: str, model: str | None, payload: Any, *, client: str | None = None,
+        **options: Any,
+    ) -> Any:  # fmt: skip
+        """Run one request on a model, loading it on demand; a stream is an iterator."""
+        model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
+        scheduler = self.scheduler
+        if merged.get("stream"):
+            return _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
+        try:
+            with scheduler.use(model_id, **load_options) as handle:
+                if kind == "embed":
+                    answer = handle.embed(payload)
+                else:
+                    answer = getattr(handle, kind)(payload, **merged)
+        except BaseException as exc:
+            meter.finish(error=exc)
+            raise
+        meter.finish(answer=answer)
+        return answer
+
+    async def arequest(
+        self, kind: str, model: str | None, payload: Any, *, client: str | None = None,
+        **options: Any,
+    ) -> Any:  # fmt: skip
+        """`request` for an event loop: a loaded model is used at once, a load runs in a worker
+        thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
+        model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
+        scheduler = self.scheduler
+        try:
+            slot = scheduler.try_acquire(model_id, **load_options)
+            if slot is None:
+                from anyio import to_thread
+
+                slot = await to_thread.run_sync(
+                    partial(scheduler.acquire, model_id, **load_options)
+                )
+        except BaseException as exc:
+            meter.finish(error=exc)
+            raise
+        handle = slot.handle
+        assert handle is not None
+        stream = bool(merged.get("stream"))
+        try:
+            if kind == "embed":
+                answer = await handle.aembed(payload)
+            else:
+                answer = await getattr(handle, "a" + kind)(payload, **merged)
+        except BaseException as exc:
+            scheduler.release(slot)
+            meter.finish(error=exc)
+            raise
+        if stream:
+            return _astream(meter, scheduler, slot, answer)
+        scheduler.release(slot)
+        meter.finish(answer=answer)
+        return answer
+
+
+def _stream(
+    meter: Meter,
+    scheduler: Scheduler,
+    model_id: str,
+    kind: str,
+    payload: Any,
+    options: dict[str, Any],
+    load: dict[str, Any],
+) -> Iterator[Any]:
+    """Chunks as they come; the model stays held (never evicted) until the stream ends."""
+    error: BaseException | None = None
+    try:
+        with scheduler.use(model_id, **load) as handle:
+            for chunk in getattr(handle, kind)(payload, **options):
+                meter.chunk(chunk)
+                yield chunk
+    except BaseException as exc:  # a client that goes away ends the stream: GeneratorExit
+        error = exc
+        raise
+    finally:
+        meter.finish(error=error)
+
+
+async def _astream(
+    meter: Meter, scheduler: Scheduler, slot: Slot, chunks: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    error: BaseException | None = None
+    try:
+        async for chunk in chunks:
+            meter.chunk(chunk)
+            yield chunk
+    except BaseException as exc:  # the client went away: GeneratorExit, or a cancellation
+        error = exc
+        raise
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        scheduler.release(slot)
+        meter.finish(error=error)
+
+
+class Meter:
+    """Measures one request (latency, time to first token, tokens) and records it once."""
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "chat": "chat", "complete": "completion", "embed": "embedding"
+    }  # fmt: skip
+
+    def __init__(
+        self, ledger: Ledger, scheduler: Scheduler, record: Model, kind: str, client: str | None
+    ) -> None:
+        self.ledger, self.scheduler = ledger, scheduler
+        self.record, self.kind, self.client = record, kind, client
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.tokens_in = self.tokens_out = 0
+        self.usage_seen = False
+        self.done = False
+
+    def chunk(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        usage = chunk.get("usage")
+        if usage:
+            self._usage(usage)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+                if self.first is None:
+                    self.first = time.perf_counter()
+                if not self.usage_seen:
+                    self.tokens_out += 1  # one chunk, one token: what the runtimes stream
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        self.usage_seen = True
+        self.tokens_in = int(usage.get("prompt_tokens") or 0)
+        self.tokens_out = int(usage.get("completion_tokens") or 0)
+
+    def finish(self, *, answer: Any = None, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if isinstance(answer, dict) and answer.get("usage"):
+            self._usage(answer["usage"])
+        latency = time.perf_counter() - self.started
+        pricing = self.record.pricing
+        failed = error is not None and not _went_away(error)
+        entry = Usage(
+            model=self.record.id,
+            backend=self.record.backend,
+            kind=self.KINDS.get(self.kind, "other"),
+            client=self.client,
+            latency=latency,
+            ttft=None if self.first is None else self.first - self.started,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            ok=not failed,
+            error=_describe(error) if error is not None else None,
+            cost=pricing.cost(self.tokens_in, self.tokens_out) if pricing else 0.0,
+        )
+        self.ledger.record(entry)
+        speed = entry.tokens_per_second
+        if entry.ok and speed:
+            self.scheduler.record_speed(self.record.id, speed)
+
+
+def _went_away(error: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(error, GeneratorExit | asyncio.CancelledError)
+
+
+def _describe(error: BaseException) -> str:
+    if _went_away(error):
+        return "cancelled: the client went away"
+    return str(error) or type(error).__name__

@@ -1,0 +1,460 @@
+"""The scheduler: which models are loaded, within a memory budget, without breaking a request.
+
+States: loading → loaded → unloading → (gone); failed keeps its reason. Rules:
+
+- concurrent requests for one model share one load;
+- before a load, room is made for its estimated size: idle, unpinned models go first, least
+  recently used (and lowest priority) first; a model serving a request is never evicted; if
+  only busy models stand in the way, the load waits for them (up to `wait`), then refuses with
+  InsufficientMemory naming what is loaded and what is needed;
+- keep-alive: an idle model is unloaded after its keep-alive (seconds; -1 forever, 0 at once);
+- the budget counts each model's estimate (weights + KV cache + compute at its context), the
+  figure the memory benchmark checks against llama.cpp: a freshly loaded model's resident size
+  understates it, since weights are paged in as they are used.
+
+Loads run outside the lock, so requests to loaded models never wait for another model's load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from modelctl.record.errors import InsufficientMemory, LoadFailed, ModelctlError
+from modelctl.record.units import format_memory
+from modelctl.runtime.events import EventBus
+
+if TYPE_CHECKING:
+    from modelctl.backends import Backend, Handle
+    from modelctl.record.model import Model
+
+__all__ = ["Scheduler", "Slot"]
+
+log = logging.getLogger("modelctl.runtime.scheduler")
+
+
+@dataclass
+class Slot:
+    """One model the scheduler holds (or tried to)."""
+
+    model_id: str
+    state: str  # loading | loaded | unloading | failed
+    size: int  # bytes counted against the budget
+    keep_alive: float
+    pinned: bool = False
+    priority: int = 0
+    handle: Handle | None = None
+    in_flight: int = 0
+    last_used: float = 0.0
+    loaded_at: float | None = None
+    load_seconds: float | None = None
+    measured: int | None = None  # resident bytes the load added
+    error: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    speeds: deque[float] = field(default_factory=lambda: deque(maxlen=20))  # tokens/s, recent
+
+    def expires_at(self) -> float | None:
+        if self.keep_alive < 0 or self.state != "loaded":
+            return None
+        return self.last_used + self.keep_alive
+
+    def info(self, now: float) -> dict[str, Any]:
+        expires = self.expires_at()
+        return {
+            "model": self.model_id,
+            "state": self.state,
+            "size": self.size,
+            "measured": self.measured,
+            "device": getattr(self.handle, "device", None),
+            "pinned": self.pinned,
+            "priority": self.priority,
+            "in_flight": self.in_flight,
+            "keep_alive": self.keep_alive,
+            "expires_in": None if expires is None else max(0.0, expires - now),
+            "idle_for": now - self.last_used,
+            "load_seconds": self.load_seconds,
+            "tokens_per_second": sum(self.speeds) / len(self.speeds) if self.speeds else None,
+            "error": self.error,
+        }
+
+
+class Scheduler:
+    """Loads, unloads and switches models within `budget` bytes and `max_loaded` models."""
+
+    def __init__(
+        self,
+        *,
+        resolve: Callable[[str], tuple[Model, Backend]],
+        estimate: Callable[[Model, dict[str, Any]], int],
+        budget: int | None = None,
+        max_loaded: int | None = None,
+        keep_alive: float = 300.0,
+        wait: float = 30.0,
+        events: EventBus | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        measure: Callable[[], int] | None = None,
+        persist: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.resolve, self.estimate = resolve, estimate
+        self.budget, self.max_loaded = budget, max_loaded
+        self.keep_alive, self.wait = keep_alive, wait
+        self.events = events or EventBus()
+        self.clock, self.measure, self.persist = clock, measure, persist
+        self.slots: dict[str, Slot] = {}
+        self.current: str | None = None
+        self._cond = threading.Condition()
+        self._reaper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ what is loaded
+
+    def used(self) -> int:
+        """Bytes counted against the budget: loaded and loading models."""
+        return sum(
+            s.size for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")
+        )
+
+    def loaded(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        with self._cond:
+            return [s.info(now) for s in self.slots.values()]
+
+    # ------------------------------------------------------------------ loading
+
+    def load(
+        self,
+        model_id: str,
+        *,
+        keep_alive: float | None = None,
+        pin: bool | None = None,
+        priority: int | None = None,
+        **options: Any,
+    ) -> Slot:
+        """Load `model_id`, or wait for the load already under way; returns its slot, loaded."""
+        with self._cond:
+            while True:
+                slot = self.slots.get(model_id)
+                if slot is None or slot.state == "failed":
+                    break  # this call loads it (a failed load is tried again)
+                if slot.state == "loaded":
+                    self._adjust(slot, keep_alive, pin, priority)
+                    slot.last_used = self.clock()
+                    return slot
+                self._cond.wait_for(  # another thread is loading or unloading it
+                    lambda s=slot: (
+                        self.slots.get(model_id) is not s or s.state in ("loaded", "failed")
+                    )
+                )
+                if self.slots.get(model_id) is slot and slot.state == "failed":
+                    raise LoadFailed(f"{model_id} failed to load: {slot.error}")
+            model, backend = self.resolve(model_id)
+            need = self.estimate(model, options)
+            self._make_room(need, model_id)
+            slot = Slot(
+                model_id, "loading", need,
+                keep_alive=self.keep_alive if keep_alive is None else keep_alive,
+                pinned=bool(pin), priority=priority or 0, last_used=self.clock(), options=options,
+            )  # fmt: skip
+            self.slots[model_id] = slot
+        self.events.emit("model-loading", model=model_id, size=need)
+        return self._do_load(slot, model, backend, options)
+
+    def _adjust(
+        self, slot: Slot, keep_alive: float | None, pin: bool | None, priority: int | None
+    ) -> None:
+        if keep_alive is not None:
+            slot.keep_alive = keep_alive
+        if pin is not None:
+            slot.pinned = pin
+        if priority is not None:
+            slot.priority = priority
+
+    def _do_load(self, slot: Slot, model: Model, backend: Backend, options: dict[str, Any]) -> Slot:
+        started = self.clock()
+        before = self.measure() if self.measure else None
+        try:
+            # a daemon (Ollama) holds the model exactly as long as the scheduler does
+            handle = backend.load(model, keep_alive=slot.keep_alive, **options)
+        except Exception as exc:  # any failure: the slot says why, the scheduler goes on
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            with self._cond:
+                slot.state, slot.error, slot.size = "failed", reason, 0
+                self._cond.notify_all()
+            self.events.emit("model-failed", model=slot.model_id, error=reason)
+            raise LoadFailed(f"{slot.model_id} failed to load: {reason}") from exc
+        after = self.measure() if self.measure else None
+        with self._cond:
+            slot.handle, slot.state = handle, "loaded"
+            slot.loaded_at = slot.last_used = self.clock()
+            slot.load_seconds = slot.loaded_at - started
+            if before is not None and after is not None:
+                slot.measured = handle.memory = max(0, after - before)
+            self._cond.notify_all()
+        self.events.emit(
+            "model-loaded", model=slot.model_id, size=slot.size, seconds=slot.load_seconds
+        )
+        self._save()
+        return slot
+
+    def _make_room(self, need: int, model_id: str) -> None:
+        """Under the lock: evict idle models until `need` fits, or wait for busy ones."""
+        if self.budget is not None and need > self.budget:
+            raise InsufficientMemory(
+                f"{model_id} needs {format_memory(need)}; "
+                f"the whole budget is {format_memory(self.budget)}",
+                hint="raise memory_budget, use a smaller quantization or a shorter context",
+            )
+        deadline = self.clock() + self.wait
+        while not self._fits(need):
+            idle = [
+                s
+                for s in self.slots.values()
+                if s.state == "loaded" and not s.in_flight and not s.pinned
+            ]
+            if idle:
+                victim = min(idle, key=lambda s: (s.priority, s.last_used))
+                self._unload_locked(victim, event="model-evicted", reason=f"room for {model_id}")
+                continue
+            failed = [s for s in self.slots.values() if s.state == "failed"]
+            for slot in failed:
+                del self.slots[slot.model_id]
+            busy = [
+                s
+                for s in self.slots.values()
+                if s.state == "loaded" and s.in_flight and not s.pinned
+            ]
+            remaining = deadline - self.clock()
+            if not busy or remaining <= 0:
+                held = ", ".join(
+                    f"{s.model_id} ({format_memory(s.size)}{', pinned' if s.pinned else ''}"
+                    f"{', busy' if s.in_flight else ''})"
+                    for s in self.slots.values() if s.state in ("loaded", "loading")
+                ) or "nothing"  # fmt: skip
+                limit = f"{format_memory(self.budget)} budget" if self.budget is not None else ""
+                count = f"{self.max_loaded} models at most" if self.max_loaded is not None else ""
+                raise InsufficientMemory(
+                    f"{model_id} needs {format_memory(need)}; loaded: {held}; "
+                    f"limits: {', '.join(x for x in (limit, count) if x)}",
+                    hint="unload a model, unpin one, or raise the limits",
+                )
+            self._cond.wait(timeout=min(remaining, 0.5))
+
+    def _fits(self, need: int) -> bool:
+        active = [s for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")]
+        if self.max_loaded is not None and len(active) >= self.max_loaded:
+            return False
+        return self.budget is None or self.used() + need <= self.budget
+
+    # ------------------------------------------------------------------ using
+
+    @contextmanager
+    def use(self, model_id: str, **load_options: Any) -> Iterator[Handle]:
+        """A loaded model for one request: loads it if needed, and holds it against eviction."""
+        slot = self.acquire(model_id, **load_options)
+        try:
+            assert slot.handle is not None
+            yield slot.handle
+        finally:
+            self.release(slot)
+
+    def acquire(self, model_id: str, **load_options: Any) -> Slot:
+        """Load `model_id` if needed and hold it for a request; `release` lets go."""
+        while True:
+            slot = self.load(model_id, **load_options)
+            with self._cond:
+                if self.slots.get(model_id) is slot and slot.state == "loaded":
+                    slot.in_flight += 1
+                    slot.last_used = self.clock()
+                    return slot
+
+    def try_acquire(
+        self,
+        model_id: str,
+        *,
+        keep_alive: float | None = None,
+        pin: bool | None = None,
+        priority: int | None = None,
+        **options: Any,
+    ) -> Slot | None:
+        """Without waiting: hold a model that is loaded already, or return None."""
+        with self._cond:
+            slot = self.slots.get(model_id)
+            if slot is None or slot.state != "loaded":
+                return None
+            self._adjust(slot, keep_alive, pin, priority)
+            slot.in_flight += 1
+            slot.last_used = self.clock()
+            return slot
+
+    def release(self, slot: Slot) -> None:
+        with self._cond:
+            slot.in_flight -= 1
+            slot.last_used = self.clock()
+            if slot.in_flight == 0 and slot.keep_alive == 0 and not slot.pinned:
+                self._unload_locked(slot, reason="keep-alive 0")
+            self._cond.notify_all()
+
+    def record_speed(self, model_id: str, tokens_per_second: float) -> None:
+        with self._cond:
+            slot = self.slots.get(model_id)
+            if slot is not None:
+                slot.speeds.append(tokens_per_second)
+
+    # ------------------------------------------------------------------ unloading
+
+    def _unload_locked(
+        self, slot: Slot, *, event: str = "model-unloaded", reason: str = "asked"
+    ) -> None:
+        """Under the lock, with the slot idle: close it and forget it."""
+        slot.state = "unloading"
+        self.events.emit("model-unloading", model=slot.model_id, reason=reason)
+        error = None
+        try:
+            if slot.handle is not None:
+                slot.handle.close()
+        except Exception as exc:  # a daemon gone away: the model is unloaded from here anyway
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("closing %s failed: %s", slot.model_id, error)
+        finally:
+            slot.handle = None
+            self.slots.pop(slot.model_id, None)
+            if self.current == slot.model_id:
+                self.current = None
+            self._cond.notify_all()
+        self.events.emit(event, model=slot.model_id, reason=reason, error=error)
+
+    def unload(self, model_id: str, *, reason: str = "asked") -> bool:
+        """Unload once its requests in flight finish (never mid-request); False if not loaded."""
+        with self._cond:
+            slot = self.slots.get(model_id)
+            if slot is None:
+                return False
+            if slot.state == "failed":
+                del self.slots[model_id]
+                return True
+            self._cond.wait_for(lambda: slot.in_flight == 0 and slot.state != "loading")
+            if self.slots.get(model_id) is slot:
+                self._unload_locked(slot, reason=reason)
+        self._save()
+        return True
+
+    def unload_all(self) -> list[str]:
+        names = list(self.slots)
+        for name in names:
+            self.unload(name)
+        return names
+
+    def unload_least_used(self) -> str | None:
+        """Unload the idle, unpinned model used longest ago; None if there is none."""
+        with self._cond:
+            idle = [
+                s
+                for s in self.slots.values()
+                if s.state == "loaded" and not s.in_flight and not s.pinned
+            ]
+            if not idle:
+                return None
+            victim = min(idle, key=lambda s: (s.priority, s.last_used))
+            self._unload_locked(victim, event="model-evicted", reason="least used")
+        self._save()
+        return victim.model_id
+
+    def reap(self) -> list[str]:
+        """Unload idle models past their keep-alive; returns their ids."""
+        now = self.clock()
+        gone = []
+        with self._cond:
+            for slot in list(self.slots.values()):
+                expires = slot.expires_at()
+                if (
+                    expires is not None
+                    and now >= expires
+                    and not slot.in_flight
+                    and not slot.pinned
+                ):
+                    self._unload_locked(slot, reason="keep-alive expired")
+                    gone.append(slot.model_id)
+        if gone:
+            self._save()
+        return gone
+
+    def start_reaper(self, interval: float = 1.0) -> None:
+        """A background thread that applies keep-alive every `interval` seconds."""
+        if self._reaper is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.reap()
+
+        self._reaper = threading.Thread(target=loop, name="modelctl-keep-alive", daemon=True)
+        self._reaper.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)
+        self.unload_all()
+
+    # ------------------------------------------------------------------ the current model
+
+    def switch(self, model_id: str, **options: Any) -> Slot:
+        """Load `model_id` if needed and make it the current model."""
+        slot = self.load(model_id, **options)
+        with self._cond:
+            previous, self.current = self.current, model_id
+        self.events.emit("model-switched", previous=previous, current=model_id)
+        self._save()
+        return slot
+
+    # ------------------------------------------------------------------ restart
+
+    def state(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "current": self.current,
+                "loaded": [
+                    {
+                        "model": s.model_id,
+                        "keep_alive": s.keep_alive,
+                        "pinned": s.pinned,
+                        "priority": s.priority,
+                        "options": s.options,
+                    }
+                    for s in self.slots.values()
+                    if s.state == "loaded"
+                ],
+            }
+
+    def _save(self) -> None:
+        if self.persist is not None:
+            self.persist(self.state())
+
+    def save(self) -> dict[str, Any]:
+        """Persist what is loaded and current now; returns it."""
+        saved = self.state()
+        if self.persist is not None:
+            self.persist(saved)
+        return saved
+
+    def restore(self, state: dict[str, Any]) -> dict[str, str]:
+        """Load what a previous run had loaded; returns the models that failed, with why."""
+        failed = {}
+        for entry in state.get("loaded") or []:
+            try:
+                self.load(
+                    entry["model"], keep_alive=entry.get("keep_alive"), pin=entry.get("pinned"),
+                    priority=entry.get("priority"), **(entry.get("options") or {}),
+                )  # fmt: skip
+            except ModelctlError as exc:
+                failed[entry["model"]] = exc.message
+        current = state.get("current")
+        if current and current in self.slots and self.slots[current].state == "loaded":
+            self.current = current
+        return failed

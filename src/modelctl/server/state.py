@@ -1,0 +1,69 @@
+"""What every route shares: the server's state (the manager, install jobs, metrics), how a
+route finds it, and the questions several APIs ask of it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from modelctl.manager import ModelManager
+    from modelctl.server.jobs import Jobs
+    from modelctl.server.metrics import Metrics
+
+__all__ = ["ServerState", "client_name", "state", "usable"]
+
+
+@dataclass
+class ServerState:
+    """What every route shares: the manager, install jobs, metrics."""
+
+    manager: ModelManager
+    jobs: Jobs
+    metrics: Metrics
+    api_key: str | None = None
+    only: str | None = None  # a single-model server: every request goes to this model
+    started: float = field(default_factory=time.time)
+    restored: dict[str, str] = field(default_factory=dict)  # models that failed to come back
+
+    def resolve(self, ref: str) -> str:
+        """A model id from a client's name: aliases, references, and Ollama's `:latest`; on a
+        single-model server, whatever the name, its one model (as llama-server does)."""
+        if self.only is not None:
+            return self.only
+        registry = self.manager.registry
+        try:
+            return registry.lookup(ref).id
+        except KeyError:
+            if ref.endswith(":latest"):
+                return registry.lookup(ref.removesuffix(":latest")).id
+            raise
+
+
+def state(request: Request) -> ServerState:
+    return request.app.state.ctl
+
+
+def client_name(request: Request, user: str | None = None) -> str | None:
+    """Who is asking, for the usage ledger: a header, the body's `user`, or the user agent."""
+    named = request.headers.get("x-modelctl-client") or user
+    if named:
+        return named[:128]
+    agent = request.headers.get("user-agent")
+    return agent.split(" ", 1)[0][:128] if agent else None
+
+
+def usable(ctl: ServerState) -> list[dict[str, Any]]:
+    """Models a request can use now: installed ones, and those served elsewhere (the backends
+    say which are local)."""
+    if ctl.only is not None:
+        return [ctl.manager.registry.store.get(ctl.only)]
+    local = ctl.manager.schemes.local
+    return [
+        r
+        for r in ctl.manager.registry.records(order_by="id")
+        if r.get("installed") or r.get("backend") not in local
+    ]

@@ -1,0 +1,362 @@
+"""Persistence under the registry: one SQLite file, shared safely by several processes.
+
+The store speaks JSON-ready records (dicts), never Model objects, so that reading and listing
+need no validation library: every record was validated by the registry when it was written.
+
+Layout (schema version in `PRAGMA user_version`, migrated on open):
+
+    models(id, data)              the record as JSON: the single source of truth;
+                                  indexed columns (backend, size, …) are generated from `data`
+    facets(model_id, facet, value)  list members (tag, task, capability, alias), indexed
+    groups(name, …), group_members(group_name, model_id)
+    meta(key, value)              small state: what the scheduler had loaded
+    usage(at, model, latency, tokens_in, tokens_out, cost, …)  one row per request (v2)
+    profiles(model, at, data)     measured speed on this machine (v3)
+
+Concurrency: WAL mode lets readers run beside one writer; every write is one `BEGIN IMMEDIATE`
+transaction, so a read-modify-write in a transaction cannot lose another process's write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
+from modelctl.store.schema import FACETS, MIGRATIONS, Migration
+
+__all__ = ["Store"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Store:
+    """A registry database: `Store(path)` opens (creating and migrating) the SQLite file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        migrations: dict[int, Migration] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        self._local = threading.local()
+        self._commits = 0  # this process's commits: with PRAGMA data_version, a change stamp
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the registry folder {self.path.parent}: {exc}"
+            ) from None
+        self._migrate()
+
+    # ------------------------------------------------------------------ connections
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections are not shared between threads)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+            self._local.depth = 0
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            db.execute("PRAGMA foreign_keys = ON")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path}: the file system does not support SQLite's WAL mode")
+            db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a registry database ({exc})",
+                hint="move it aside, or point MODELCTL_HOME at another folder",
+            ) from None
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (`BEGIN IMMEDIATE`); a nested call is a savepoint inside it.
+
+        An exception rolls back what its block wrote, and only that: an outer transaction that
+        catches it goes on with its own writes intact.
+        """
+        db = self.db
+        depth = self._local.depth
+        if depth:
+            savepoint = f"sp{depth}"
+            db.execute(f"SAVEPOINT {savepoint}")
+            self._local.depth += 1
+            try:
+                yield db
+            except BaseException:
+                db.execute(f"ROLLBACK TO {savepoint}")
+                db.execute(f"RELEASE {savepoint}")
+                raise
+            else:
+                db.execute(f"RELEASE {savepoint}")
+            finally:
+                self._local.depth = depth
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the registry {self.path} is busy or read-only: {exc}") from None
+        self._local.depth = 1
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                db.execute("ROLLBACK")
+                raise StoreError(f"could not write the registry {self.path}: {exc}") from None
+            self._commits += 1
+        finally:
+            self._local.depth = 0
+
+    def _migrate(self) -> None:
+        target = max(self._migrations)
+        with self.transaction() as db:
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path} is not a registry database ({exc})") from None
+            if version > target:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {version}; this modelctl knows up to {target}",
+                    hint="upgrade modelctl (pip install -U modelctl)",
+                )
+            for step in range(version + 1, target + 1):
+                self._migrations[step](db)
+                db.execute(f"PRAGMA user_version = {step}")
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes when anything is written: by another process or thread (SQLite's
+        data_version for this thread's connection) or through this one (commits here)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self._commits
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    # ------------------------------------------------------------------ small state
+
+    def get_state(self, key: str) -> Any:
+        """A JSON value kept under `key` in the meta table (what the scheduler had loaded)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_state(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    # ------------------------------------------------------------------ records
+
+    def get(self, model_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get_raw(self, model_id: str) -> str | None:
+        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
+
+    def resolve_alias(self, alias: str) -> str | None:
+        row = self.db.execute(
+            "SELECT model_id FROM facets WHERE facet = 'alias' AND value = ?", (alias,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def find_ids_nocase(self, name: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM models WHERE id = ? COLLATE NOCASE "
+            "UNION SELECT model_id FROM facets WHERE facet = 'alias' AND value = ? COLLATE NOCASE",
+            (name, name),
+        )
+        return [r[0] for r in rows]
+
+    def find_by_ref(self, backend: str | None, name: str) -> list[str]:
+        """Ids of models a backend knows by `name` (`refs[backend] == name`)."""
+        if backend is None:
+            sql = "SELECT m.id FROM models m, json_each(m.data, '$.refs') r WHERE r.value = ?"
+            rows = self.db.execute(sql, (name,))
+        else:
+            sql = "SELECT id FROM models WHERE json_extract(data, '$.refs.' || json_quote(?)) = ?"
+            rows = self.db.execute(sql, (backend, name))
+        return [r[0] for r in rows]
+
+    def find_by_location(self, location: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM models WHERE json_extract(data, '$.location') = ?", (location,)
+        )
+        return [r[0] for r in rows]
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Insert or replace one record and its facets."""
+        self.put_many([record])
+
+    def put_many(self, records: Iterable[dict[str, Any]]) -> int:
+        count = 0
+        with self.transaction() as db:
+            for record in records:
+                model_id = record["id"]
+                db.execute(
+                    "INSERT INTO models (id, data) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    (model_id, json.dumps(record, separators=(",", ":"), ensure_ascii=False)),
+                )
+                db.execute("DELETE FROM facets WHERE model_id = ?", (model_id,))
+                rows = [
+                    (facet, value, model_id)
+                    for facet, field in FACETS.items()
+                    for value in record.get(field) or ()
+                ]
+                try:
+                    db.executemany(
+                        "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)", rows
+                    )
+                except sqlite3.IntegrityError:
+                    taken = [v for f, v, _ in rows if f == "alias" and self.resolve_alias(v)]
+                    owner = self.resolve_alias(taken[0]) if taken else None
+                    raise Conflict(
+                        f"alias {taken[0] if taken else '?'!r} already names model {owner!r}",
+                        hint="remove it there first: modelctl alias --rm NAME",
+                    ) from None
+                count += 1
+        return count
+
+    def delete(self, model_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount > 0
+
+    def clear(self) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM group_members")
+            db.execute("DELETE FROM groups")
+            db.execute("DELETE FROM facets")
+            db.execute("DELETE FROM models")
+
+    def count(self, where: str = "1", params: Iterable[Any] = ()) -> int:
+        return self.db.execute(
+            f"SELECT count(*) FROM models WHERE {where}", list(params)
+        ).fetchone()[0]
+
+    def ids(
+        self,
+        where: str = "1",
+        params: Iterable[Any] = (),
+        *,
+        order: str = "id",
+        limit: int | None = None,
+    ) -> list[str]:
+        return [r[0] for r in self._select("id", where, params, order, limit)]
+
+    def _select(
+        self, what: str, where: str, params: Iterable[Any], order: str, limit: int | None
+    ) -> sqlite3.Cursor:
+        sql = f"SELECT {what} FROM models WHERE {where} ORDER BY {order}"
+        args = list(params)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self.db.execute(sql, args)
+
+    def select_raw(
+        self,
+        where: str = "1",
+        params: Iterable[Any] = (),
+        *,
+        order: str = "id",
+        limit: int | None = None,
+    ) -> list[str]:
+        """The stored JSON text of the matching records, in order."""
+        return [r[0] for r in self._select("data", where, params, order, limit)]
+
+    def select(
+        self, where: str = "1", params: Iterable[Any] = (), **options: Any
+    ) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.select_raw(where, params, **options)]
+
+    # ------------------------------------------------------------------ groups
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Every group: name → {"description", "created_at", "models"}."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, description, created in self.db.execute(
+            "SELECT name, description, created_at FROM groups ORDER BY name"
+        ):
+            out[name] = {"description": description, "created_at": created, "models": []}
+        for name, model_id in self.db.execute(
+            "SELECT group_name, model_id FROM group_members ORDER BY group_name, model_id"
+        ):
+            out[name]["models"].append(model_id)
+        return out
+
+    def groups_of(self, model_id: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT group_name FROM group_members WHERE model_id = ? ORDER BY group_name",
+            (model_id,),
+        )
+        return [r[0] for r in rows]
+
+    def put_group(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        created_at: str | None = None,
+        members: Iterable[str] = (),
+    ) -> None:
+        """Create a group if needed (keeping its description unless one is given), add members."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO groups (name, description, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET description = "
+                "coalesce(excluded.description, groups.description)",
+                (name, description, created_at or _now()),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO group_members (group_name, model_id) VALUES (?, ?)",
+                [(name, m) for m in members],
+            )
+
+    def remove_from_group(self, name: str, members: Iterable[str]) -> int:
+        with self.transaction() as db:
+            return sum(
+                db.execute(
+                    "DELETE FROM group_members WHERE group_name = ? AND model_id = ?", (name, m)
+                ).rowcount
+                for m in members
+            )
+
+    def delete_group(self, name: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM groups WHERE name = ?", (name,)).rowcount > 0
