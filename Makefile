@@ -29,7 +29,7 @@ run: $(STAMP)
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl demo
 	MODELCTL_HOME=$(DEMO_HOME) $(BIN)/modelctl serve --port $(PORT)
 
-# The layers DESIGN.md draws are a contract (pyproject.toml, [tool.importlinter]).
+# The layers of the README's Design section are a contract (pyproject.toml, importlinter).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

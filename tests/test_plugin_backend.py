@@ -62,6 +62,15 @@ class AcmeBackend(Backend):
         return AcmeHandle(model.id)
 
 
+class AcmeNeedsMore(AcmeBackend):
+    name = "acme-pro"
+    requires = ("acme_pro_engine_that_is_not_installed",)
+    install_hint = "pip install acme-pro"
+
+    def install(self, ref, progress=None, **options):
+        raise AssertionError("an unavailable backend is never asked")
+
+
 class AcmeHandle(Handle):
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
@@ -92,7 +101,11 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     info = site / "acme_models-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-models\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[modelctl.backends]\nacme = acme_models:AcmeBackend\n")
+    (info / "entry_points.txt").write_text(
+        "[modelctl.backends]\n"
+        "acme = acme_models:AcmeBackend\n"
+        "acme-pro = acme_models:AcmeNeedsMore\n"
+    )
     store = tmp_path / "acme-store"
     store.mkdir()
     (store / "rocket.acme").write_bytes(b"r" * 1000)
@@ -111,6 +124,18 @@ def test_the_backend_says_what_it_is(plugin: Path) -> None:
         assert kind.runtimes == ("acme engine",) and kind.model_format == "acme"
         assert "acme" in manager.schemes.local
         assert manager.parse_ref("ac:rocket").backend == "acme"  # its own prefix
+
+
+def test_a_backend_missing_its_dependency_says_so_and_keeps_its_kind(plugin: Path) -> None:
+    from modelctl.record.errors import BackendError
+
+    with ModelManager() as manager:
+        (status,) = manager.check_backend_status("acme-pro")
+        assert not status.available and status.hint == "pip install acme-pro"
+        kind = manager.backend_kinds()["acme-pro"]
+        assert kind.local and kind.runtimes == ("acme engine",)  # its models stay local
+        with pytest.raises(BackendError, match="acme-pro is unavailable: needs acme_pro_engine"):
+            manager.install_model("acme-pro:rocket")
 
 
 def test_every_interface_treats_it_as_a_built_in(plugin: Path) -> None:

@@ -44,6 +44,8 @@ class ModelManager:
     ) -> None:
         self.settings = settings or Settings.load(home=home)
         self._registry = registry
+        if registry is not None:
+            registry.schemes_from(lambda: self.schemes)
         self._catalog: Catalog | None = None
         self._backends: dict[str, Backend] | None = None
         self._schemes: Schemes | None = None
@@ -297,9 +299,9 @@ class ModelManager:
 
     def saved_state(self) -> dict[str, Any]:
         """What was loaded and current when the scheduler last changed (for a restart)."""
-        from modelctl.runtime.requests import saved_state
+        from modelctl.runtime.requests import STATE_KEY
 
-        return saved_state(self.registry.store)
+        return self.registry.store.get_state(STATE_KEY) or {}
 
     @property
     def events(self) -> EventBus:

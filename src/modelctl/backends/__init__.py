@@ -256,6 +256,10 @@ class Backend(ABC):
 
 def kind_of(cls: type[Backend], instance: str, backend: Backend | None = None) -> BackendKind:
     """The kind of a backend class's instance (`backend`, if one could be made)."""
+    # its own name is a prefix for the instance that bears it; an endpoint named in the
+    # settings is reached by its records, never by a prefix that could shadow a model's name
+    own = (cls.name,) if instance == cls.name else ()
+    declared = backend.prefixes if backend is not None else cls.prefixes
     return BackendKind(
         name=instance,
         local=cls.local,
@@ -264,7 +268,7 @@ def kind_of(cls: type[Backend], instance: str, backend: Backend | None = None) -
         can_load=cls.load is not Backend.load,
         has_server=backend is not None and backend.server() is not None,
         runtimes=cls.runtimes,
-        prefixes=(instance, *(backend.prefixes if backend is not None else cls.prefixes)),
+        prefixes=(*own, *declared),
         providers=backend.providers if backend is not None else cls.providers,
         forms=cls.forms,
         catalog_key=cls.catalog_key or cls.name,

@@ -29,19 +29,31 @@ class Unavailable(Backend):
         self._error, self._hint, self._cls = error, hint, cls
 
     name = "unavailable"
-    local = False  # unless its class says otherwise
 
     def kind(self) -> BackendKind:
-        """What the backend would be: its class's declarations, when the class loaded."""
-        return kind_of(self._cls or Unavailable, self.instance)
+        """What the backend would be (its class's declarations, when the class loaded: its
+        models stay local or remote), though it can do nothing until it is fixed."""
+        if self._cls is not None:
+            return kind_of(self._cls, self.instance)
+        nothing = {"local": False, "can_install": False, "can_delete": False, "can_load": False}
+        return BackendKind(
+            name=self.instance, **nothing, has_server=False, runtimes=(),
+            prefixes=(self.instance,), providers=(), forms=(), catalog_key=self.instance,
+            model_format=None, install_rank=100,
+        )  # fmt: skip
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise BackendError(
+            f"backend {self.instance} is unavailable: {self._error}", hint=self._hint
+        )
+
+    install = plan_delete = load = _refuse  # each says why, not "cannot install"
 
     def status(self) -> BackendStatus:
         return BackendStatus(self.instance, False, error=self._error, hint=self._hint)
 
     def discover(self) -> list[Model]:
-        raise BackendError(
-            f"backend {self.instance} is unavailable: {self._error}", hint=self._hint
-        )
+        return self._refuse()
 
 
 def entry_points(group: str = GROUP) -> dict[str, Any]:

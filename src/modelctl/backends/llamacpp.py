@@ -165,7 +165,9 @@ class LlamaCppBackend(Backend):
 
     def _pick_file(self, ref: str, quantization: str | None) -> tuple[str, str]:
         head, sep, rest = ref.partition(":")
-        ref = rest.strip() if sep and head in ("hf", "gguf", "llamacpp") else ref  # a Hub file
+        if sep and head.lower() == "hf":  # a Hub file, as the huggingface backend writes it
+            ref = rest.strip()
+        ref = self.own_name(ref)
         parts = ref.strip("/").split("/")
         if len(parts) >= 3 and parts[-1].lower().endswith(".gguf"):
             return "/".join(parts[:2]), "/".join(parts[2:])

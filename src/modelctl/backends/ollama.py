@@ -37,7 +37,7 @@ class OllamaBackend(HttpBackend):
     runtimes = ("Ollama",)
     forms = ("tag",)  # name:tag, user/name:tag, hf.co/org/repo:tag
     model_format = "gguf"
-    install_rank = 10  # a catalog model is pulled with Ollama first, where it is running
+    install_rank = 10  # a catalog model is pulled with Ollama first
 
     def server(self) -> tuple[str, str, str]:
         host = self.url.rstrip("/")

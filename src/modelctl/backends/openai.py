@@ -18,8 +18,13 @@ if TYPE_CHECKING:
     from modelctl.record.model import Model
 
 
-# `provider/model` spellings this backend's first instance serves (LiteLLM's way of writing)
-_PROVIDERS = {"openai": ("openai", "azure", "gemini", "mistral", "groq")}
+# `provider/model` spellings (LiteLLM's way of writing) and prefixes of the built-in instances;
+# an endpoint from the settings claims neither, so its name never shadows a model family's
+_PROVIDERS = {
+    "openai": ("openai", "azure", "gemini", "mistral", "groq"),
+    "openrouter": ("openrouter",),
+}
+_PREFIXES = {"openrouter": ("openrouter",)}
 
 
 class OpenAIBackend(HttpBackend):
@@ -39,7 +44,8 @@ class OpenAIBackend(HttpBackend):
         key_required: bool = True,
     ) -> None:
         super().__init__(settings, instance=instance, base_url=base_url)
-        self.providers = _PROVIDERS.get(self.instance, (self.instance,))
+        self.providers = _PROVIDERS.get(self.instance, ())
+        self.prefixes = _PREFIXES.get(self.instance, ())
         self.api_key = api_key
         self.key_name = key_name
         self.key_required = key_required

@@ -24,23 +24,29 @@ def _manager(ctx: typer.Context) -> "ModelManager":
 
 
 def backends(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Every backend: reachable or not, where, how many models, and what to do if not."""
-    statuses = _manager(ctx).check_backend_status()
+    """Every backend: reachable or not, where, how many models, what to do if not, and what it
+    is: local or remote, what it can do (install, delete), the runtime that runs its models."""
+    manager = _manager(ctx)
+    statuses = manager.check_backend_status()
+    kinds = manager.backend_kinds()
     if as_json:
-        _common.emit_json([s.to_dict() for s in statuses])
+        _common.emit_json([s.to_dict() | {"kind": kinds[s.name].to_dict()} for s in statuses])
         return
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("BACKEND", "STATUS", "MODELS", "WHERE", "NOTE"):
+    for column in ("BACKEND", "STATUS", "MODELS", "KIND", "RUNTIME", "WHERE", "NOTE"):
         table.add_column(column, no_wrap=column != "NOTE")
     for s in statuses:
+        kind = kinds[s.name]
         state = "[green]ok[/green]" if s.available else "[red]unavailable[/red]"
         note = "; ".join(x for x in (s.error, s.hint) if x)
         version = f" {s.version}" if s.version else ""
-        table.add_row(
-            s.name, state + version, "-" if s.models is None else str(s.models), s.url or "-", note
-        )
+        can = [w for w, yes in (("install", kind.can_install), ("delete", kind.can_delete)) if yes]
+        what = ("local" if kind.local else "remote") + (f" ({', '.join(can)})" if can else "")
+        count = "-" if s.models is None else str(s.models)
+        runtime = ", ".join(kind.runtimes) or "-"
+        table.add_row(s.name, state + version, count, what, runtime, s.url or "-", note)
     _common.console().print(table)
 
 
@@ -132,10 +138,9 @@ def rm(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a model's files through its backend; the registry keeps it, not installed."""
-    from modelctl.ops.install import plan_remove, remove
-
     manager = _manager(ctx)
-    found, plan = plan_remove(manager.registry, manager.backends, model)
+    found = manager.registry[model]
+    plan = manager.delete_model(found.id, dry_run=True)
     if dry_run:
         if as_json:
             _common.emit_json(plan.to_dict())
@@ -147,7 +152,7 @@ def rm(
     _common.confirm(
         f"Delete {found.id} ({format_bytes(plan.bytes_freed)}) from {found.backend}?", yes
     )
-    done = remove(manager.registry, manager.backends, found.id)
+    done = manager.delete_model(found.id)
     if as_json:
         _common.emit_json(done.to_dict())
     else:

@@ -505,7 +505,7 @@ def facts_for(
     from modelctl.fit.gguf_meta import read_gguf
     from modelctl.record import naming
 
-    parsed = naming.parse_ref(ref)
+    parsed = naming.parse_ref(ref, catalog.schemes)
     if parsed.is_path:
         info = read_gguf(os.path.expanduser(parsed.name))
         return _facts(info, None), info.path

@@ -166,6 +166,6 @@ def _next_model(registry: Registry, recommend: Callable[..., Recommendation]) ->
     best = recommend(priority="balanced", task="chat")
     if best.model is None:
         return [Finding("models", "warn", f"no catalog model fits: {best.reason}")]
-    pull = best.model.refs.get("ollama") or best.model.id
+    pull = best.model.id  # `modelctl pull` takes a catalog id and picks the backend
     return [Finding("models", "warn", "no model is installed",
                     f"for this machine: `modelctl pull {pull}` ({best.reason})")]  # fmt: skip

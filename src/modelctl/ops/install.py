@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from modelctl.backends import DeletePlan, ProgressFn, schemes
+from modelctl.backends import DeletePlan, ProgressFn
 from modelctl.record import naming
 from modelctl.record.errors import BackendError, InsufficientMemory, NotFound
 
@@ -35,7 +35,7 @@ def choose(
 
     A catalog model goes to the first backend that can install it (each backend's
     `install_rank`); any other reference to the backend its spelling names."""
-    found = schemes(kinds.values())
+    found = catalog.schemes  # what the backends declare, as the catalog was told
     parsed = naming.parse_ref(ref, found)
     entry = catalog.find(ref)
     name = backend or (parsed.backend if parsed.explicit else None)
@@ -65,15 +65,7 @@ def choose(
     files = found.forms.get("path")  # the backend that keeps single model files
     if backend is None and gguf and files and name == found.forms.get("repo"):
         name = files  # one GGUF file out of a repo, into the model folder
-    if name in kinds:
-        return name, _own_name(parsed, kinds[name]), None
-    return name, parsed.name, None
-
-
-def _own_name(parsed: naming.ModelRef, kind: BackendKind) -> str:
-    """The name without a prefix of the chosen backend's (the backend strips its own too)."""
-    head, sep, rest = parsed.text.strip().partition(":")
-    return rest.strip() if sep and head.lower() in kind.prefixes else parsed.name
+    return name, parsed.name, None  # without the prefix the reference was written with
 
 
 def pull(
@@ -112,7 +104,7 @@ def pull(
             )
     model = target.install(backend_ref, progress, quantization=quantization)
     if entry is not None:
-        facts = entry.to_model(quantization)
+        facts = entry.to_model(quantization, backend=name)
         filled = ("tasks", "capabilities", "purpose", "license", "name", "context_length")
         gaps = {k: facts[k] for k in filled if k in facts and not getattr(model, k)}
         model = model.updated(**gaps, custom={**model.custom, "catalog": entry.id})

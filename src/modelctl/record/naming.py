@@ -30,7 +30,6 @@ from pathlib import PurePath
 from modelctl.record.errors import InvalidReference
 
 __all__ = [
-    "FORMS",
     "ModelRef",
     "Schemes",
     "default_id",
@@ -39,8 +38,6 @@ __all__ = [
     "parse_quantization",
     "parse_ref",
 ]
-
-FORMS = ("path", "repo", "tag", "provider", "name")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

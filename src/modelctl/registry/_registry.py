@@ -80,7 +80,7 @@ class Registry(MutableMapping[str, "Model"]):
         self.store = store
         # what the backends declare (prefixes, forms, which are local), asked for only when a
         # reference is not an id or alias: the composer passes the registered backends' own
-        self._schemes = schemes or (lambda: naming.NO_SCHEMES)
+        self._schemes = schemes
         self._cache: dict[str, tuple[tuple[int, int], Model]] = {}
 
     @classmethod
@@ -94,7 +94,14 @@ class Registry(MutableMapping[str, "Model"]):
 
     @property
     def schemes(self) -> naming.Schemes:
-        return self._schemes()
+        """What the backends declare; none (references by id, alias or any backend's name
+        only) until the composer says where it comes from."""
+        return self._schemes() if self._schemes is not None else naming.NO_SCHEMES
+
+    def schemes_from(self, source: Callable[[], naming.Schemes]) -> None:
+        """Where the backends' declarations come from, for a registry opened without them."""
+        if self._schemes is None:
+            self._schemes = source
 
     def close(self) -> None:
         self.store.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["Event", "EventBus"]
 
-log = logging.getLogger("modelctl.runtime.events")
+log = logging.getLogger("modelctl.events")
 
 
 @dataclass(frozen=True, slots=True)

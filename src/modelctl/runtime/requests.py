@@ -18,7 +18,7 @@ from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.store.ledger import Usage
 
-__all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler", "saved_state"]
+__all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler"]
 
 if TYPE_CHECKING:
     from modelctl.backends import Backend
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from modelctl.record.model import Model
     from modelctl.registry import Registry
     from modelctl.runtime.scheduler import Scheduler, Slot
-    from modelctl.store.database import Store
     from modelctl.store.ledger import Ledger
 
 STATE_KEY = "scheduler_state"
@@ -83,11 +82,6 @@ def make_scheduler(
         resolve=resolve, estimate=estimate, budget=budget, max_loaded=settings.max_loaded,
         keep_alive=settings.keep_alive, measure=rss, persist=persist,
     )  # fmt: skip
-
-
-def saved_state(store: Store) -> dict[str, Any]:
-    """What was loaded and current when the scheduler last changed (for a restart)."""
-    return store.get_state(STATE_KEY) or {}
 
 
 class Requests:

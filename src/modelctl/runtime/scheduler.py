@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler", "Slot"]
 
-log = logging.getLogger("modelctl.runtime.scheduler")
+log = logging.getLogger("modelctl.scheduler")
 
 
 @dataclass

@@ -155,7 +155,8 @@ def delete_model(
     record = manager.registry.store.get(model_id) or {}
     plan = None
     backend = manager.backends.get(record.get("backend") or "")
-    if record.get("installed") and backend is not None and backend.kind().can_delete:
+    if record.get("installed") and (backend is None or backend.kind().local):
+        # files on this machine: deleted through the backend, which says if it cannot
         if not dry_run:
             manager.unload(model_id)
         plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()
@@ -267,8 +268,11 @@ def profiles(request: Request, model: list[str] | None = Query(None)) -> dict[st
 
 @router.get("/backends")
 def backends(request: Request) -> list[dict[str, Any]]:
-    """Every backend: reachable or not, version, model count, what to do when it is not."""
-    return [s.to_dict() for s in _ctl(request).manager.check_backend_status()]
+    """Every backend: reachable or not, version, model count, what to do when it is not, and
+    what it is (`kind`: local or remote, what it can do, its runtimes)."""
+    manager = _ctl(request).manager
+    kinds = manager.backend_kinds()
+    return [s.to_dict() | {"kind": kinds[s.name].to_dict()} for s in manager.check_backend_status()]
 
 
 class SyncRequest(BaseModel):
