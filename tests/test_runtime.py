@@ -117,6 +117,22 @@ def test_state_survives_a_restart(manager: ModelManager) -> None:
         assert again.current() == "chatty" and again.scheduler.slots["chatty"].pinned
 
 
+def test_a_clean_stop_saves_what_was_loaded(manager: ModelManager) -> None:
+    """Closing the manager (what Ctrl-C on `modelctl serve` does) unloads every model, and the
+    saved state is what was loaded before, not the empty scheduler after."""
+    manager.switch_model("chatty", keep_alive=-1)
+    manager.load("other", pin=True)
+    manager.close()
+    with ModelManager() as again:
+        state = again.saved_state()
+        assert state["current"] == "chatty"
+        assert {e["model"]: e["pinned"] for e in state["loaded"]} == {
+            "chatty": False,
+            "other": True,
+        }
+        assert again.scheduler.restore(state) == {} and again.current() == "chatty"
+
+
 def test_run_command(manager: ModelManager) -> None:
     runner = CliRunner()
     once = runner.invoke(app, ["run", "chatty", "hello", "-n", "3", "--seed", "1"])

@@ -96,6 +96,16 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _count(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 def _duration(value: Any) -> float:
     """Seconds, or `5m`, `1h`, `30s`; -1 means forever."""
     from modelctl.record.units import parse_duration
@@ -201,7 +211,6 @@ SETTINGS: dict[str, Setting] = {
             _url,
             lambda v: "https://registry.ollama.ai",
             "the registry Ollama pulls from: its manifests give a model's size before a pull",
-            env=("MODELCTL_OLLAMA_REGISTRY",),
         ),
         Setting(
             "lmstudio_url",
@@ -262,6 +271,19 @@ SETTINGS: dict[str, Setting] = {
             "bytes loaded models may use (default: free RAM at start, less 1 GiB)",
         ),
         Setting("max_loaded", _positive_int, lambda v: None, "most models loaded at once"),
+        Setting(
+            "max_queue",
+            _count,
+            lambda v: 512,
+            "requests that may wait for a busy model; beyond, 503 with Retry-After",
+            env=("OLLAMA_MAX_QUEUE",),
+        ),
+        Setting(
+            "queue_timeout",
+            _duration,
+            lambda v: 600.0,
+            "seconds a request may wait for a busy model before a 503",
+        ),
         Setting(
             "keep_alive",
             _duration,

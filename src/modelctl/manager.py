@@ -293,8 +293,9 @@ class ModelManager:
             from modelctl.runtime.requests import Requests
 
             self._requests = Requests(
-                registry=self.registry, scheduler=self.scheduler, ledger=self.usage
-            )
+                registry=self.registry, scheduler=self.scheduler, ledger=self.usage,
+                max_queue=self.settings.max_queue, queue_timeout=self.settings.queue_timeout,
+            )  # fmt: skip
         return self._requests
 
     def saved_state(self) -> dict[str, Any]:

@@ -123,6 +123,9 @@ class Handle:
     model_id: str
     device: str = "cpu"  # cpu | gpu | remote
     memory: int = 0  # bytes the load added to this process, as measured
+    # requests it takes at once; the gateway queues the rest on the event loop (never in a
+    # worker thread). None: no limit here, the server behind it queues (a daemon, an API).
+    parallel: int | None = 1
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         raise NotSupported(f"{self.model_id} cannot chat")
@@ -165,7 +168,7 @@ async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 
 
 async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    from anyio import to_thread
+    from anyio import CancelScope, to_thread
 
     done = object()
     try:
@@ -174,7 +177,10 @@ async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            await to_thread.run_sync(close)  # the runtime lets go of the model
+            # the runtime lets go of the model even when the client went away and this task
+            # is being cancelled: unshielded, the close would be cancelled before it ran
+            with CancelScope(shield=True):
+                await to_thread.run_sync(close)
 
 
 class Backend(ABC):

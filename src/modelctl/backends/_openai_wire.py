@@ -18,6 +18,7 @@ class OpenAIWireHandle(Handle):
     http: Http
     ahttp: AsyncHttp
     name: str  # the name the server knows the model by
+    parallel = None  # the server queues its own requests
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         body = {"model": self.name, "messages": messages, "stream": stream, **options}

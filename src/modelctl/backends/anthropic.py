@@ -86,6 +86,7 @@ class AnthropicHandle(Handle):
     """A Claude model through the Messages API, answering in OpenAI's shapes (chat only)."""
 
     device = "remote"
+    parallel = None  # the API queues its own requests
 
     def __init__(self, backend: AnthropicBackend, model: Model) -> None:
         self.model_id = model.id

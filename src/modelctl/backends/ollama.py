@@ -180,6 +180,7 @@ class OllamaHandle(Handle):
     OpenAI-shaped."""
 
     device = "ollama"
+    parallel = None  # the daemon queues its own requests (OLLAMA_NUM_PARALLEL)
 
     def __init__(self, backend: OllamaBackend, model: Model, **options: Any) -> None:
         self.http, self.model_id = backend.http, model.id

@@ -14,6 +14,7 @@
     ├── InvalidGGUF                    a file that is not a readable GGUF model
     ├── FitError                       a model whose memory cannot be estimated, or bad fit input
     ├── InsufficientMemory             a model that will not fit where it is going
+    ├── Busy                           a model whose request queue is full: try again later
     ├── BackendError                   a backend refused, failed or could not be reached
     │   ├── NotSupported               the backend does not do this (delete an API's model)
     │   └── UnsafePath                 a path that leads outside the backend's own store
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "Busy",
     "Cancelled",
     "ConfigError",
     "Conflict",
@@ -157,6 +159,17 @@ class InsufficientMemory(ModelctlError):
     """A model that will not fit in the memory it would have."""
 
     exit_code = 7
+
+
+class Busy(ModelctlError):
+    """A model whose request queue is full, or a wait for it that ran out: `retry_after`
+    seconds is when to try again."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class InvalidCatalog(ModelctlError):

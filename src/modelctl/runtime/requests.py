@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound
 from modelctl.record.model import GENERATION_OPTIONS
+from modelctl.runtime.admission import Admission
 from modelctl.store.ledger import Usage
 
 __all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler"]
@@ -88,8 +89,17 @@ class Requests:
     """Runs requests (`kind`: chat, complete, embed) on models, loading them on demand through
     the scheduler, and meters each into the usage ledger."""
 
-    def __init__(self, *, registry: Registry, scheduler: Scheduler, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        scheduler: Scheduler,
+        ledger: Ledger,
+        max_queue: int = 512,
+        queue_timeout: float = 600.0,
+    ) -> None:
         self.registry, self.scheduler, self.ledger = registry, scheduler, ledger
+        self.admission = Admission(max_queue=max_queue, timeout=queue_timeout)
 
     def _prepare(
         self, kind: str, model: str | None, client: str | None, options: dict[str, Any]
@@ -165,17 +175,23 @@ class Requests:
         handle = slot.handle
         assert handle is not None
         stream = bool(merged.get("stream"))
+        gate = None
         try:
+            # a turn on the model, waited for on the loop; the slot stays held meanwhile, so
+            # the model is not evicted from under the requests queued for it
+            gate = await self.admission.enter(model_id, handle)
             if kind == "embed":
                 answer = await handle.aembed(payload)
             else:
                 answer = await getattr(handle, "a" + kind)(payload, **merged)
         except BaseException as exc:
+            self.admission.leave(gate)
             scheduler.release(slot)
             meter.finish(error=exc)
             raise
         if stream:
-            return _astream(meter, scheduler, slot, answer)
+            return _astream(meter, scheduler, slot, answer, partial(self.admission.leave, gate))
+        self.admission.leave(gate)
         scheduler.release(slot)
         meter.finish(answer=answer)
         return answer
@@ -205,8 +221,16 @@ def _stream(
 
 
 async def _astream(
-    meter: Meter, scheduler: Scheduler, slot: Slot, chunks: AsyncIterator[Any]
+    meter: Meter,
+    scheduler: Scheduler,
+    slot: Slot,
+    chunks: AsyncIterator[Any],
+    leave: Callable[[], None],
 ) -> AsyncIterator[Any]:
+    """Chunks as they come; the model's turn and its slot are held until the stream ends, and
+    given back however it ends (a client that goes away included)."""
+    from anyio import CancelScope
+
     error: BaseException | None = None
     try:
         async for chunk in chunks:
@@ -216,11 +240,15 @@ async def _astream(
         error = exc
         raise
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
-        scheduler.release(slot)
-        meter.finish(error=error)
+        try:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                with CancelScope(shield=True):  # a cancelled task still lets the runtime go
+                    await close()
+        finally:
+            leave()
+            scheduler.release(slot)
+            meter.finish(error=error)
 
 
 class Meter:

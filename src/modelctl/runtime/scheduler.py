@@ -111,6 +111,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closing = False  # unloads on the way out are not what the next start restores
 
     # ------------------------------------------------------------------ what is loaded
 
@@ -397,9 +398,13 @@ class Scheduler:
         self._reaper.start()
 
     def close(self) -> None:
+        """Stop the reaper, save what is loaded and current (the next start restores it), then
+        unload everything."""
         self._stop.set()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
+        self.save()
+        self._closing = True
         self.unload_all()
 
     # ------------------------------------------------------------------ the current model
@@ -433,7 +438,7 @@ class Scheduler:
             }
 
     def _save(self) -> None:
-        if self.persist is not None:
+        if self.persist is not None and not self._closing:
             self.persist(self.state())
 
     def save(self) -> dict[str, Any]:

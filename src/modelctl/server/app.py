@@ -97,6 +97,8 @@ def create_app(
     reaper; on stop it cancels install jobs and unloads every model.
     """
     only = manager.registry.resolve(only) if only else None
+    if only is not None:  # a single-model server's model is not what the next start restores
+        manager.scheduler.persist = None
     ctl = ServerState(
         manager=manager, jobs=Jobs(manager), metrics=Metrics(manager), api_key=api_key, only=only
     )

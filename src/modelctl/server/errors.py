@@ -26,6 +26,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.NotFound, 404, "not_found"),
     (errors.Conflict, 409, "conflict"),
     (errors.InsufficientMemory, 503, "insufficient_memory"),
+    (errors.Busy, 503, "busy"),
     (errors.NotSupported, 400, "not_supported"),
     (errors.UnsafePath, 400, "unsafe_path"),
     (errors.LoadFailed, 502, "load_failed"),
@@ -59,8 +60,16 @@ def body(path: str, status: int, code: str, message: str, hint: str | None) -> d
     return {"error": {"code": code, "message": message, "hint": hint}}
 
 
-def respond(request: Request, status: int, code: str, message: str, hint: str | None = None):
-    headers = {"x-should-retry": "false"} if code == "insufficient_memory" else None
+def respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if code == "insufficient_memory":
+        headers = {"x-should-retry": "false"}  # a retry gets the same answer
     if status == 401:
         headers = {"www-authenticate": "Bearer"}
     return JSONResponse(
@@ -71,7 +80,9 @@ def respond(request: Request, status: int, code: str, message: str, hint: str | 
 async def modelctl_error(request: Request, exc: Exception) -> JSONResponse:
     status, code = classify(exc)
     message = getattr(exc, "message", None) or str(exc)
-    return respond(request, status, code, message, getattr(exc, "hint", None))
+    retry = getattr(exc, "retry_after", None)  # a busy model: when to come back
+    headers = {"retry-after": str(retry)} if retry is not None else None
+    return respond(request, status, code, message, getattr(exc, "hint", None), headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

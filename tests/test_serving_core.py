@@ -1,0 +1,205 @@
+"""The serving core under load and when clients go away: requests wait for a model on the event
+loop (never in a worker thread), a bounded queue answers 503 with Retry-After beyond it, and a
+stream that ends early gives its model back. Real llama.cpp models on a real server, and an
+in-memory model whose requests the test holds with events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelctl.backends import Backend, BackendStatus, Handle, response
+from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
+from modelctl.record.errors import Busy
+from modelctl.record.model import Model
+from modelctl.registry import Registry
+from modelctl.runtime.requests import Requests
+from modelctl.runtime.scheduler import Scheduler
+from modelctl.store.ledger import Ledger
+from tests.live import running
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelManager]:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_llama(folder / "tiny.gguf", TinySpec(name="Tiny"))
+    monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(folder))
+    m = ModelManager()
+    m.sync(only=["llamacpp"])
+    yield m
+    m.close()
+
+
+async def _stream(client: httpx.AsyncClient, url: str, max_tokens: int = 8) -> str:
+    body = {"model": "tiny", "messages": HELLO, "max_tokens": max_tokens, "stream": True}
+    finish = None
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as answer:
+        assert answer.status_code == 200
+        async for line in answer.aiter_lines():
+            if line.startswith("data: {"):
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                finish = choices[0].get("finish_reason") or finish
+    assert finish in ("stop", "length")
+    return finish
+
+
+def test_more_streams_than_worker_threads_to_one_model(manager: ModelManager) -> None:
+    """64 streams at once to one in-process model (the loop has 40 worker threads): every one
+    is answered and /health answers while they run. The first version stopped answering for
+    good at 41."""
+
+    async def main(url: str) -> tuple[list[str], float]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            streams = [asyncio.create_task(_stream(client, url)) for _ in range(64)]
+            await asyncio.sleep(0)  # the streams are sent before /health is asked
+            started = time.perf_counter()
+            health = await client.get(f"{url}/health", timeout=10)
+            assert health.status_code == 200
+            health_seconds = time.perf_counter() - started
+            finished = await asyncio.wait_for(asyncio.gather(*streams), timeout=120)
+        return finished, health_seconds
+
+    with running(manager) as url:
+        finished, _ = asyncio.run(main(url))
+    assert len(finished) == 64
+    (slot,) = manager.loaded()
+    assert slot["in_flight"] == 0
+
+
+def test_a_client_that_goes_away_mid_stream_gives_the_model_back(manager: ModelManager) -> None:
+    """A client reads one chunk of a long stream and hangs up: the model is let go (the next
+    request is answered, nothing stays in flight), instead of staying locked for good."""
+    with running(manager) as url:
+        body = {"model": "tiny", "messages": HELLO, "max_tokens": 400, "stream": True}
+        for _ in range(3):
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
+                assert r.status_code == 200
+                first = next(line for line in r.iter_lines() if line.startswith("data: "))
+                assert first
+            # leaving the block closes the connection mid-stream
+        answer = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "tiny", "messages": HELLO, "max_tokens": 4},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while manager.loaded()[0]["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # a readiness poll: the server lets go once the hang-up is seen
+        assert manager.loaded()[0]["in_flight"] == 0
+
+
+# ---------------------------------------------------------------- the queue, held with events
+
+
+class HeldHandle(Handle):
+    """Answers only when the test says so; counts how many requests it ever ran at once."""
+
+    parallel = 1
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.running = self.most = 0
+
+    async def achat(self, messages: list[dict[str, Any]], *, stream: bool = False, **_: Any):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.started.set()
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        message = {"role": "assistant", "content": messages[-1]["content"]}
+        return response(self.model_id, "chat.completion", {"message": message})
+
+
+class HeldBackend(Backend):
+    name = "held"
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.name, True)
+
+    def discover(self) -> list[Model]:
+        return []
+
+    def load(self, model: Model, **options: Any) -> Handle:
+        self.handle = HeldHandle(model.id)
+        return self.handle
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    """Let the loop run until `condition()` holds (a readiness poll with a deadline)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+def test_a_bounded_queue_per_model(tmp_path: Path) -> None:
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    registry.add({"id": "m", "backend": "held", "installed": True})
+    backend = HeldBackend(settings=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
+                        max_queue=2, queue_timeout=30)  # fmt: skip
+
+    def ask(text: str) -> Any:
+        return requests.arequest("chat", "m", [{"role": "user", "content": text}])
+
+    async def main() -> dict[str, Any]:
+        first = asyncio.create_task(ask("first"))
+        await _until(lambda: hasattr(backend, "handle") and backend.handle.started.is_set())
+        second, third = asyncio.create_task(ask("second")), asyncio.create_task(ask("third"))
+        await _until(lambda: requests.admission.waiting("m") == 2)
+        with pytest.raises(Busy, match="m is busy: 2 requests are waiting") as busy:
+            await ask("fourth")
+        assert busy.value.retry_after == 1
+        second.cancel()  # its client went away: it leaves the queue
+        await _until(lambda: requests.admission.waiting("m") == 1)
+        fifth = asyncio.create_task(ask("fifth"))
+        await _until(lambda: requests.admission.waiting("m") == 2)
+        backend.handle.release.set()
+        done = await asyncio.wait_for(asyncio.gather(first, third, fifth), timeout=10)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return {"answers": [a["choices"][0]["message"]["content"] for a in done]}
+
+    result = asyncio.run(main())
+    assert result["answers"] == ["first", "third", "fifth"]
+    assert backend.handle.most == 1  # one at a time, as the handle said
+    assert scheduler.slots["m"].in_flight == 0
+    registry.close()
+
+
+def test_busy_is_a_503_with_retry_after_in_each_apis_format(manager: ModelManager) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelctl.server import create_app
+
+    app = create_app(manager, restore=False, reaper_interval=None)
+
+    @app.get("/v1/probe-busy")
+    @app.get("/api/probe-busy")
+    def busy() -> None:
+        raise Busy("tiny is busy: 512 requests are waiting for it already")
+
+    client = TestClient(app)
+    openai_style = client.get("/v1/probe-busy")
+    assert openai_style.status_code == 503 and openai_style.headers["retry-after"] == "1"
+    assert openai_style.json()["error"]["code"] == "busy"
+    ollama_style = client.get("/api/probe-busy")
+    assert ollama_style.status_code == 503 and ollama_style.headers["retry-after"] == "1"
+    assert ollama_style.json()["error"].startswith("tiny is busy")
