@@ -34,7 +34,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     manager = ModelManager()
     manager.sync(only=["llamacpp"])
     manager.registry.alias("t", "tiny")
-    yield create_app(manager, restore=False, reaper_interval=None)
+    yield create_app(manager, restore=False, reaper_interval=None, hosts=("testserver",))
     manager.close()
 
 

@@ -189,7 +189,7 @@ def test_busy_is_a_503_with_retry_after_in_each_apis_format(manager: ModelManage
 
     from modelctl.server import create_app
 
-    app = create_app(manager, restore=False, reaper_interval=None)
+    app = create_app(manager, restore=False, reaper_interval=None, hosts=("testserver",))
 
     @app.get("/v1/probe-busy")
     @app.get("/api/probe-busy")

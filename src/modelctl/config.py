@@ -96,6 +96,15 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names, or one string of them separated by commas (in the environment)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of names (in the environment: joined by commas)")
+    return tuple(v.strip() for v in value if v.strip())
+
+
 def _count(value: Any) -> int:
     try:
         number = int(value)
@@ -271,6 +280,18 @@ SETTINGS: dict[str, Setting] = {
             "bytes loaded models may use (default: free RAM at start, less 1 GiB)",
         ),
         Setting("max_loaded", _positive_int, lambda v: None, "most models loaded at once"),
+        Setting(
+            "hosts",
+            _names,
+            lambda v: (),
+            "host names the server answers to besides loopback ones (a web page's Host is checked)",
+        ),
+        Setting(
+            "origins",
+            _names,
+            lambda v: (),
+            "web origins allowed to call the server besides its own (patterns: http://app.local:*)",
+        ),
         Setting(
             "max_queue",
             _count,

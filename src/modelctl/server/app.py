@@ -22,6 +22,7 @@ from modelctl import __version__
 from modelctl.manager import ModelManager
 from modelctl.record.errors import ConfigError, ModelctlError, Unauthorized
 from modelctl.server import errors, management, ollama_api, openai_api
+from modelctl.server.guard import Guard
 from modelctl.server.jobs import Jobs
 from modelctl.server.metrics import Metrics
 from modelctl.server.state import ServerState, state
@@ -65,24 +66,6 @@ async def _authenticate(
         )
 
 
-class JsonBodies:
-    """Bodies are JSON whatever the Content-Type says: Ollama reads them so, and `curl -d`
-    sends form encoding unless told otherwise (pure ASGI: no cost beyond a header check)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-            headers = scope["headers"]
-            kind = next((v for k, v in headers if k == b"content-type"), b"")
-            if b"json" not in kind:
-                scope = dict(scope)
-                scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"]
-                scope["headers"].append((b"content-type", b"application/json"))
-        await self.app(scope, receive, send)
-
-
 def create_app(
     manager: ModelManager,
     *,
@@ -90,11 +73,16 @@ def create_app(
     restore: bool = True,
     reaper_interval: float | None = 1.0,
     only: str | None = None,
+    host: str = "127.0.0.1",
+    hosts: tuple[str, ...] = (),
 ) -> FastAPI:
     """The server for `manager`: management API, OpenAI- and Ollama-compatible APIs, metrics.
 
     On start it restores what the last run had loaded (`restore`) and starts the keep-alive
-    reaper; on stop it cancels install jobs and unloads every model.
+    reaper; on stop it cancels install jobs and unloads every model. `host` is the address it
+    is bound to: bound to loopback, it answers only to loopback names and the `hosts` setting's
+    (and `hosts`); web pages from other origins than its own and the `origins` setting's are
+    refused (see server/guard.py).
     """
     only = manager.registry.resolve(only) if only else None
     if only is not None:  # a single-model server's model is not what the next start restores
@@ -134,7 +122,8 @@ def create_app(
         dependencies=[Depends(_authenticate)] if api_key else [],
     )
     app.state.ctl = ctl
-    app.add_middleware(JsonBodies)
+    settings = manager.settings
+    app.add_middleware(Guard, bound=host, hosts=(*settings.hosts, *hosts), origins=settings.origins)
     errors.install(app)
     app.include_router(openai_api.router)  # the hot path first: routes match in order
     app.include_router(ollama_api.router)
@@ -179,7 +168,7 @@ def serve(
 
     check_bind(host, api_key)
     sock = listen(host, port)
-    app = create_app(manager, api_key=api_key, restore=restore, only=only)
+    app = create_app(manager, api_key=api_key, restore=restore, only=only, host=host)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{sock.getsockname()[1]}")
