@@ -59,6 +59,23 @@ def test_ollama_runtime(ollama: FakeOllama) -> None:
         assert ollama.loaded == {}  # keep_alive 0 told the daemon to let it go
 
 
+def test_ollama_keeps_the_schedulers_keep_alive_on_every_request(ollama: FakeOllama) -> None:
+    """The daemon resets its own timer to 5 minutes on a request without keep_alive (as the
+    real one does): it would drop the model while modelctl still lists it as loaded."""
+    with ModelManager() as m:
+        m.sync(only=["ollama"])
+        m.load("llama3.2:3b", keep_alive=3600)
+        m.chat(MESSAGES, "llama3.2:3b", max_tokens=1)
+        list(m.chat(MESSAGES, "llama3.2:3b", stream=True))
+        m.complete("Once", "llama3.2:3b")
+        m.embed(["ab"], "llama3.2:3b")
+        assert ollama.loaded == {"llama3.2:3b": "3600s"}
+        m.chat(MESSAGES, "llama3.2:3b", max_tokens=1, keep_alive=-1)  # a request changes it
+        assert m.loaded()[0]["keep_alive"] == -1
+        m.chat(MESSAGES, "llama3.2:3b", max_tokens=1)
+        assert ollama.loaded == {"llama3.2:3b": -1}
+
+
 def test_ollama_model_gone_from_the_daemon(ollama: FakeOllama) -> None:
     with ModelManager() as m:
         m.sync(only=["ollama"])

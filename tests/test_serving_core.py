@@ -203,3 +203,48 @@ def test_busy_is_a_503_with_retry_after_in_each_apis_format(manager: ModelManage
     ollama_style = client.get("/api/probe-busy")
     assert ollama_style.status_code == 503 and ollama_style.headers["retry-after"] == "1"
     assert ollama_style.json()["error"].startswith("tiny is busy")
+
+
+# ---------------------------------------------------------------- what the budget counts
+
+
+def test_no_local_model_counts_as_zero_bytes(manager: ModelManager, tmp_path: Path) -> None:
+    """The first version counted these as 0 bytes: 16 of them fitted in an 85 MB budget."""
+    from modelctl.fit.estimate import estimate_memory
+    from modelctl.fit.gguf_meta import read_gguf
+    from modelctl.runtime.requests import UNKNOWN_SIZE
+
+    tiny = manager.registry["tiny"].location
+    blob = tmp_path / "blobs" / ("sha256-" + "a" * 64)  # an Ollama blob: a GGUF, no suffix
+    blob.parent.mkdir()
+    blob.write_bytes(Path(tiny).read_bytes())
+    repo = tmp_path / "hf" / "org--repo"
+    repo.mkdir(parents=True)
+    (repo / "model.safetensors").write_bytes(b"\0" * 3_000_000)
+    add = manager.registry.add
+    add({"id": "blob-model", "backend": "ollama", "location": str(blob), "installed": True})
+    add({"id": "org/repo", "backend": "huggingface", "location": str(repo), "installed": True})
+    add({"id": "mystery", "backend": "lmstudio", "installed": True})
+    add({"id": "gpt", "backend": "openai", "refs": {"openai": "gpt-4o"}, "installed": True})
+
+    def counted(model_id: str) -> int:
+        return manager.scheduler.estimate(manager.registry[model_id], {})
+
+    from_header = estimate_memory(read_gguf(tiny)).total
+    assert counted("blob-model") == from_header > 0  # read from the blob's own header
+    assert counted("org/repo") > 3_000_000  # at least its files
+    assert counted("mystery") == UNKNOWN_SIZE  # nothing known: never 0
+    assert counted("gpt") == 0  # served elsewhere: no memory here
+
+
+def test_a_model_without_a_context_loads_with_what_its_estimate_assumes(
+    manager: ModelManager,
+) -> None:
+    """No context on the record: the estimate took the file's own (512 here) while llama.cpp
+    was given 4,096; both use the same rule now."""
+    tiny = manager.registry["tiny"].location
+    manager.registry.add({"id": "bare", "backend": "llamacpp", "location": tiny, "installed": True})
+    assert manager.registry["bare"].context_length is None
+    manager.load("bare")
+    handle = manager.scheduler.slots["bare"].handle
+    assert handle.llm.n_ctx() == 512

@@ -126,6 +126,9 @@ class Handle:
     # requests it takes at once; the gateway queues the rest on the event loop (never in a
     # worker thread). None: no limit here, the server behind it queues (a daemon, an API).
     parallel: int | None = 1
+    # seconds the scheduler keeps it loaded while idle (-1 forever), kept up to date by the
+    # scheduler: a runtime whose daemon has a timer of its own sends it with every request
+    keep_alive: float | None = None
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         raise NotSupported(f"{self.model_id} cannot chat")

@@ -245,6 +245,19 @@ def _unlink(paths: list[Path]) -> None:
         path.unlink()
 
 
+def _default_context(model: Model, path: str) -> int:
+    """The context a load gets when none is asked for: what the memory estimate assumes (the
+    file's trained context, else the record's, at most DEFAULT_CONTEXT), so that the budget
+    counts what is really allocated."""
+    from modelctl.fit.estimate import DEFAULT_CONTEXT
+
+    try:
+        trained = read_gguf(path).context_length
+    except InvalidGGUF:
+        trained = None
+    return min(trained or model.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+
+
 class LlamaCppHandle(Handle):
     """A GGUF model in this process through llama-cpp-python; chat uses the file's template."""
 
@@ -261,7 +274,7 @@ class LlamaCppHandle(Handle):
         self.model_id = model.id
         self._lock = threading.Lock()
         self.embedding = bool(options.get("embedding", "embedding" in model.tasks))
-        context = options.get("context") or min(model.context_length or 4096, 4096)
+        context = options.get("context") or _default_context(model, path)
         gpu_layers = int(options.get("gpu_layers", 0))
         try:
             self.llm = llama_cpp.Llama(

@@ -185,7 +185,8 @@ class OllamaHandle(Handle):
     def __init__(self, backend: OllamaBackend, model: Model, **options: Any) -> None:
         self.http, self.model_id = backend.http, model.id
         self.name = model.ref_for(backend.name)
-        keep = _keep_alive(options.get("keep_alive"))
+        self.keep_alive = options.get("keep_alive")
+        keep = _keep_alive(self.keep_alive)
         body: dict[str, Any] = {"model": self.name}  # an empty request loads the model
         if keep is not None:
             body["keep_alive"] = keep
@@ -197,11 +198,13 @@ class OllamaHandle(Handle):
     def _body(self, options: dict[str, Any], **fields: Any) -> dict[str, Any]:
         stream = bool(options.pop("stream", False))
         merged = {**(self.context or {}), **_ollama_options(options)}
+        keep = _keep_alive(self.keep_alive)  # the daemon's timer, reset by every request
         return {
             "model": self.name,
             "stream": stream,
             **fields,
             **({"options": merged} if merged else {}),
+            **({"keep_alive": keep} if keep is not None else {}),
         }
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
@@ -223,7 +226,10 @@ class OllamaHandle(Handle):
         return _text_answer(self.model_id, self.http.post("/api/generate", body))
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
-        return self.http.post("/api/embed", {"model": self.name, "input": inputs})["embeddings"]
+        body: dict[str, Any] = {"model": self.name, "input": inputs}
+        if (keep := _keep_alive(self.keep_alive)) is not None:
+            body["keep_alive"] = keep
+        return self.http.post("/api/embed", body)["embeddings"]
 
     def close(self) -> None:
         self.http.post("/api/generate", {"model": self.name, "keep_alive": 0})

@@ -23,7 +23,7 @@ from typing import Any
 from modelctl.fit.catalog import BITS_PER_WEIGHT, Catalog, CatalogEntry
 from modelctl.fit.gguf_meta import GGUFInfo
 from modelctl.fit.hardware import SystemInfo
-from modelctl.record.errors import FitError, ModelNotFound
+from modelctl.record.errors import FitError, InvalidGGUF, ModelNotFound
 from modelctl.record.units import format_memory
 
 __all__ = [
@@ -214,6 +214,21 @@ def from_download(size: int) -> _Facts:
     notes = ("weights from the download size; the layout guessed from it",)
     return replace(guess, weights=size, per_layer=round(size * 0.95 / guess.arch.layers),
                    basis="download size", notes=notes)  # fmt: skip
+
+
+def size_on_disk(path: str | os.PathLike[str] | None) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed); 0 if none."""
+    if not path or not os.path.exists(path):
+        return 0
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            if not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total
 
 
 def check_download(
@@ -512,8 +527,11 @@ def facts_for(
     if registry is not None and ref in registry:
         model = registry[ref]
         location = model.file
-        if location and location.lower().endswith(".gguf") and os.path.isfile(location):
-            return _facts(read_gguf(location), None), model.id
+        if location and os.path.isfile(location):
+            try:  # a GGUF file, whatever its name says (Ollama's blobs have no suffix)
+                return _facts(read_gguf(location), None), model.id
+            except InvalidGGUF:
+                pass
         tagged = model.custom.get("catalog")
         entry = (catalog.find(tagged) if isinstance(tagged, str) and tagged else None) or (
             catalog.find(model.id)

@@ -34,6 +34,9 @@ STATE_KEY = "scheduler_state"
 # Request fields a runtime takes besides the generation options.
 PASSED_THROUGH = frozenset({"stream", "tools", "tool_choice", "response_format"})
 RESERVE = 1 << 30  # RAM left to everything else when the budget is not set
+# What a local model counts against the budget when nothing at all is known of its size (no
+# file, no parameters, no catalog entry): never 0, or any number of them would fit.
+UNKNOWN_SIZE = 1 << 30
 
 
 def make_scheduler(
@@ -64,14 +67,22 @@ def make_scheduler(
         context = options.get("context")
         key = (model.id, model.updated_at, context)
         if key not in estimates:
-            try:
-                facts, _ = fit.facts_for(model.id, catalog=catalog(), registry=registry)
-            except ModelctlError:  # served elsewhere, or nothing known: no memory here
-                estimates[key] = 0
-            else:
-                estimate = fit.estimate_memory(facts, context=int(context) if context else None)
-                estimates[key] = estimate.total
+            estimates[key] = _estimate(model, int(context) if context else None)
         return estimates[key]
+
+    def _estimate(model: Model, context: int | None) -> int:
+        known = catalog()
+        try:
+            facts, _ = fit.facts_for(model.id, catalog=known, registry=registry)
+        except ModelctlError:
+            if model.backend not in known.schemes.local:
+                return 0  # served elsewhere: no memory here
+            # local, with no header, parameters or entry: its files' size, else a guess
+            size = model.file_size or fit.size_on_disk(model.file)
+            if not size:
+                return UNKNOWN_SIZE
+            facts = fit.from_download(size)
+        return fit.estimate_memory(facts, context=context).total
 
     def rss() -> int:
         return psutil.Process().memory_info().rss

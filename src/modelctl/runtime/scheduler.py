@@ -171,6 +171,8 @@ class Scheduler:
     ) -> None:
         if keep_alive is not None:
             slot.keep_alive = keep_alive
+            if slot.handle is not None:
+                slot.handle.keep_alive = keep_alive
         if pin is not None:
             slot.pinned = pin
         if priority is not None:
@@ -190,6 +192,7 @@ class Scheduler:
             self.events.emit("model-failed", model=slot.model_id, error=reason)
             raise LoadFailed(f"{slot.model_id} failed to load: {reason}") from exc
         after = self.measure() if self.measure else None
+        handle.keep_alive = slot.keep_alive
         with self._cond:
             slot.handle, slot.state = handle, "loaded"
             slot.loaded_at = slot.last_used = self.clock()
