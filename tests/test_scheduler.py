@@ -285,3 +285,60 @@ def test_a_handle_that_fails_to_close_is_still_unloaded() -> None:
     sched.events.on("model-unloaded", lambda e: errors.append(e.data["error"]))
     assert sched.unload_all() == ["a", "b"]
     assert sched.slots == {} and errors[0] == "ConnectionError: daemon gone" and errors[1] is None
+
+
+def _poll(condition: Any, timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (a readiness poll with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_requests_for_a_model_while_room_is_made_for_it_share_one_load() -> None:
+    """`a` is busy and fills the budget; two requests for `b` wait for room. The first version
+    loaded `b` twice: the first copy was dropped without being closed, and the budget was
+    exceeded while used() said less."""
+    sched, ledger = scheduler({"a": 100 * MB, "b": 100 * MB}, budget=150 * MB, wait=10)
+    waiting = threading.Event()
+    sched.events.on("model-waiting", lambda e: waiting.set())
+    held = sched.acquire("a")
+    got: list[Any] = []
+    threads = [threading.Thread(target=lambda: got.append(sched.acquire("b"))) for _ in range(2)]
+    threads[0].start()
+    assert waiting.wait(10)  # the first request waits for room for b, holding b's place
+    threads[1].start()
+    _poll(lambda: sched.slots["b"].waiting == 1)  # the second waits for that load
+    sched.release(held)
+    for t in threads:
+        t.join(timeout=10)
+    assert ledger.loads == {"a": 1, "b": 1}
+    assert got[0] is got[1] and got[0].in_flight == 2
+    assert ledger.peak <= 150 * MB and sched.used() == 100 * MB
+    assert ledger.open == {"b": 100 * MB}  # a was closed to make room; nothing dropped open
+
+
+def test_a_model_loaded_for_a_request_is_not_evicted_before_the_request_runs() -> None:
+    """Between `b` being loaded and its request taking hold of it, a request for `c` needing
+    the room evicted it, and `b` was loaded again (the first version)."""
+    sched, ledger = scheduler({"b": 100 * MB, "c": 100 * MB}, budget=150 * MB, wait=10)
+    c_waits = threading.Event()
+    sched.events.on("model-waiting", lambda e: e.data["model"] == "c" and c_waits.set())
+    other: list[Any] = []
+
+    def on_loaded(event: Any) -> None:
+        if event.data["model"] != "b" or other:
+            return
+        # b is loaded and its request has not used it yet: now c wants the room
+        thread = threading.Thread(target=lambda: other.append(sched.acquire("c")))
+        other.append(thread)
+        thread.start()
+        c_waits.wait(10)  # c must wait for b's request (the first version evicted b)
+
+    sched.events.on("model-loaded", on_loaded)
+    slot = sched.acquire("b")
+    assert slot.state == "loaded" and slot.in_flight == 1 and ledger.open == {"b": 100 * MB}
+    assert c_waits.is_set()
+    sched.release(slot)
+    other[0].join(timeout=10)
+    assert ledger.loads == {"b": 1, "c": 1} and ledger.closed_while_busy == []

@@ -2,7 +2,10 @@
 
 States: loading → loaded → unloading → (gone); failed keeps its reason. Rules:
 
-- concurrent requests for one model share one load;
+- concurrent requests for one model share one load, also while room is being made for it (the
+  first request holds the model's place, the others wait for it);
+- a model loaded for a request is held for it from the moment it is loaded: it cannot be
+  evicted before the request runs;
 - before a load, room is made for its estimated size: idle, unpinned models go first, least
   recently used (and lowest priority) first; a model serving a request is never evicted; if
   only busy models stand in the way, the load waits for them (up to `wait`), then refuses with
@@ -51,6 +54,7 @@ class Slot:
     priority: int = 0
     handle: Handle | None = None
     in_flight: int = 0
+    waiting: int = 0  # requests waiting for this load to finish
     last_used: float = 0.0
     loaded_at: float | None = None
     load_seconds: float | None = None
@@ -75,6 +79,7 @@ class Slot:
             "pinned": self.pinned,
             "priority": self.priority,
             "in_flight": self.in_flight,
+            "waiting": self.waiting,
             "keep_alive": self.keep_alive,
             "expires_in": None if expires is None else max(0.0, expires - now),
             "idle_for": now - self.last_used,
@@ -135,9 +140,12 @@ class Scheduler:
         keep_alive: float | None = None,
         pin: bool | None = None,
         priority: int | None = None,
+        hold: bool = False,
         **options: Any,
     ) -> Slot:
-        """Load `model_id`, or wait for the load already under way; returns its slot, loaded."""
+        """Load `model_id`, or wait for the load already under way; returns its slot, loaded.
+        With `hold`, the slot is held for a request (see `acquire`) from the moment it is
+        loaded, so that nothing can evict it first."""
         with self._cond:
             while True:
                 slot = self.slots.get(model_id)
@@ -146,25 +154,38 @@ class Scheduler:
                 if slot.state == "loaded":
                     self._adjust(slot, keep_alive, pin, priority)
                     slot.last_used = self.clock()
+                    slot.in_flight += hold
                     return slot
-                self._cond.wait_for(  # another thread is loading or unloading it
-                    lambda s=slot: (
-                        self.slots.get(model_id) is not s or s.state in ("loaded", "failed")
+                slot.waiting += 1
+                try:  # another request is loading it (or making room for it), or unloading it
+                    self._cond.wait_for(
+                        lambda s=slot: (
+                            self.slots.get(model_id) is not s or s.state in ("loaded", "failed")
+                        )
                     )
-                )
+                finally:
+                    slot.waiting -= 1
                 if self.slots.get(model_id) is slot and slot.state == "failed":
                     raise LoadFailed(f"{model_id} failed to load: {slot.error}")
             model, backend = self.resolve(model_id)
-            need = self.estimate(model, options)
-            self._make_room(need, model_id)
+            # the model's place, held while room is made: other requests for it wait for it
             slot = Slot(
-                model_id, "loading", need,
+                model_id, "loading", 0,
                 keep_alive=self.keep_alive if keep_alive is None else keep_alive,
                 pinned=bool(pin), priority=priority or 0, last_used=self.clock(), options=options,
             )  # fmt: skip
             self.slots[model_id] = slot
+            try:
+                need = self.estimate(model, options)
+                self._make_room(need, model_id)
+            except BaseException:
+                if self.slots.get(model_id) is slot:
+                    del self.slots[model_id]
+                self._cond.notify_all()  # whoever waited for it tries for itself
+                raise
+            slot.size = need
         self.events.emit("model-loading", model=model_id, size=need)
-        return self._do_load(slot, model, backend, options)
+        return self._do_load(slot, model, backend, options, hold)
 
     def _adjust(
         self, slot: Slot, keep_alive: float | None, pin: bool | None, priority: int | None
@@ -178,7 +199,9 @@ class Scheduler:
         if priority is not None:
             slot.priority = priority
 
-    def _do_load(self, slot: Slot, model: Model, backend: Backend, options: dict[str, Any]) -> Slot:
+    def _do_load(
+        self, slot: Slot, model: Model, backend: Backend, options: dict[str, Any], hold: bool
+    ) -> Slot:
         started = self.clock()
         before = self.measure() if self.measure else None
         try:
@@ -195,6 +218,7 @@ class Scheduler:
         handle.keep_alive = slot.keep_alive
         with self._cond:
             slot.handle, slot.state = handle, "loaded"
+            slot.in_flight += hold  # held for its request before anyone can evict it
             slot.loaded_at = slot.last_used = self.clock()
             slot.load_seconds = slot.loaded_at - started
             if before is not None and after is not None:
@@ -215,7 +239,8 @@ class Scheduler:
                 hint="raise memory_budget, use a smaller quantization or a shorter context",
             )
         deadline = self.clock() + self.wait
-        while not self._fits(need):
+        told = False
+        while not self._fits(need, model_id):
             idle = [
                 s
                 for s in self.slots.values()
@@ -247,10 +272,17 @@ class Scheduler:
                     f"limits: {', '.join(x for x in (limit, count) if x)}",
                     hint="unload a model, unpin one, or raise the limits",
                 )
+            if not told:  # once per load: it waits for requests in flight on these models
+                self.events.emit("model-waiting", model=model_id, busy=[s.model_id for s in busy])
+                told = True
             self._cond.wait(timeout=min(remaining, 0.5))
 
-    def _fits(self, need: int) -> bool:
-        active = [s for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")]
+    def _fits(self, need: int, model_id: str) -> bool:
+        active = [
+            s
+            for s in self.slots.values()
+            if s.state in ("loading", "loaded", "unloading") and s.model_id != model_id
+        ]
         if self.max_loaded is not None and len(active) >= self.max_loaded:
             return False
         return self.budget is None or self.used() + need <= self.budget
@@ -269,13 +301,7 @@ class Scheduler:
 
     def acquire(self, model_id: str, **load_options: Any) -> Slot:
         """Load `model_id` if needed and hold it for a request; `release` lets go."""
-        while True:
-            slot = self.load(model_id, **load_options)
-            with self._cond:
-                if self.slots.get(model_id) is slot and slot.state == "loaded":
-                    slot.in_flight += 1
-                    slot.last_used = self.clock()
-                    return slot
+        return self.load(model_id, hold=True, **load_options)
 
     def try_acquire(
         self,
