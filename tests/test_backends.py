@@ -185,10 +185,15 @@ def test_llamacpp_deletes_only_inside_its_folders(model_dir: Path, tmp_path: Pat
         str(outside),
         "../precious.gguf",
         str(model_dir / ".." / "precious.gguf"),
-        str(model_dir / "link.gguf"),
     ):
         with pytest.raises(BackendError):
             backend.delete(hostile)
+    assert outside.read_bytes() == b"GGUF keep me"
+    # a link in the folder is the model's own entry: it goes as a link, and its target stays
+    linked = backend.plan_delete(str(model_dir / "link.gguf"))
+    assert linked.paths == (str(model_dir / "link.gguf"),) and "targets stay" in linked.note
+    linked.execute()
+    assert not (model_dir / "link.gguf").is_symlink()
     assert outside.read_bytes() == b"GGUF keep me"
     plan = backend.plan_delete("beta")
     assert plan.paths == (str(model_dir / "sub" / "beta.gguf"),) and plan.bytes_freed > 0

@@ -249,7 +249,7 @@ class ModelManager:
 
         if dry_run:
             return plan_remove(self.registry, self.backends, ref)[1]
-        return remove(self.registry, self.backends, ref)
+        return remove(self.registry, self.backends, ref, unload=self.unload)
 
     def make_demo(self) -> Model:
         """Write and register the tiny demo GGUF model (see `modelctl demo`)."""

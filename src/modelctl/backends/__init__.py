@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelctl.record import naming
-from modelctl.record.errors import BackendError, NotSupported, UnsafePath
+from modelctl.record.errors import BackendError, NotSupported, PartialDelete, UnsafePath
 
 if TYPE_CHECKING:
     from modelctl.config import Settings
@@ -41,6 +41,7 @@ __all__ = [
     "kind_of",
     "response",
     "schemes",
+    "unlink_inside",
 ]
 
 
@@ -306,6 +307,41 @@ def schemes(kinds: Iterable[BackendKind]) -> naming.Schemes:
     return naming.Schemes(prefixes, providers, forms, frozenset(local))
 
 
+def unlink_inside(root: str | os.PathLike[str], paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Delete `paths` (each within `root`) through the folder's own descriptor, following no
+    link on the way: a link is deleted as a link, never its target, and a folder swapped for a
+    link meanwhile is refused. Everything that can go goes; PartialDelete names what is left."""
+    base = Path(root).resolve()
+    left: list[str] = []
+    for path in paths:
+        relative = Path(os.path.abspath(path)).relative_to(base)
+        try:
+            _unlink_at(base, relative.parts)
+        except FileNotFoundError:
+            continue  # gone already: what a delete wants
+        except OSError as exc:
+            left.append(f"{path} ({exc.strerror or exc})")
+    if left:
+        raise PartialDelete(
+            f"could not delete {len(left)} file{'s' if len(left) > 1 else ''}: {', '.join(left)}",
+            left=left,
+            hint="the registry marks the model not installed; remove what is left yourself",
+        )
+
+
+def _unlink_at(base: Path, parts: tuple[str, ...]) -> None:
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for name in parts[:-1]:
+            inner = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.unlink(parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def response(
     model_id: str, kind: str, choice: dict[str, Any], usage: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -325,11 +361,18 @@ def response(
     return out
 
 
-def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """`path` resolved (symlinks followed), if it lies strictly within `root`; else UnsafePath."""
+def inside(
+    root: str | os.PathLike[str], path: str | os.PathLike[str], *, follow: bool = True
+) -> Path:
+    """`path` resolved (symlinks followed), if it lies strictly within `root`; else UnsafePath.
+    With `follow=False` a link at the end stays the link (what a delete removes): only the
+    folders on the way are resolved."""
     base = Path(root).resolve()
     target = Path(os.path.abspath(os.path.join(base, path)))
-    resolved = target.resolve()
+    if not follow and target.is_symlink():
+        resolved = target.parent.resolve() / target.name
+    else:
+        resolved = target.resolve()
     for candidate in (target, resolved):  # the store itself is not a model either
         if base not in candidate.parents:
             raise UnsafePath(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,24 @@ def download_file(
     return final
 
 
+def _open_part(part: Path, *, append: bool) -> Any:
+    """The `.part` file to write, opened without following a link: a link planted under its
+    name is refused, never written through."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    flags |= os.O_APPEND if append else os.O_TRUNC
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError as exc:
+        raise BackendError(
+            f"cannot write {part}: {exc.strerror}",
+            hint="a link or something else is in the way there; remove it",
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackendError(f"{part} is not a regular file", hint="remove it and try again")
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
 def _check(response: Any, repo: str, filename: str, endpoint: str) -> None:
     code = response.status_code
     if code < 400:
@@ -244,7 +263,7 @@ def _fetch(
         if start and response.status_code == 200:  # the server ignored the Range: start over
             start = 0
         done = start
-        with part.open("ab" if start else "wb") as handle:
+        with _open_part(part, append=bool(start)) as handle:
             for chunk in response.iter_bytes():  # as it arrives: a drop keeps what came
                 handle.write(chunk)
                 done += len(chunk)

@@ -20,6 +20,7 @@ from modelctl.backends import (
     NotSupported,
     ProgressFn,
     inside,
+    unlink_inside,
 )
 from modelctl.fit.gguf_meta import _SHARD, read_gguf, shard_paths
 from modelctl.record import naming
@@ -223,26 +224,28 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"no GGUF model {ref!r} in {', '.join(map(str, self.folders))}")
         target = matches[0] if matches else path
         for folder in self.folders:
-            try:
-                safe = inside(folder, target)
+            try:  # a link is the model's own entry: it goes, as a link; its target stays
+                safe = inside(folder, target, follow=False)
             except BackendError:
                 continue
-            parts = [inside(folder, p) for p in shard_paths(safe) if p.exists()]
+            parts = [
+                inside(folder, p, follow=False)
+                for p in shard_paths(safe)
+                if p.exists() or p.is_symlink()
+            ]
             if not parts:
                 raise BackendError(f"{safe} does not exist")
-            size = sum(p.stat().st_size for p in parts)
+            size = sum(p.lstat().st_size for p in parts)
+            linked = [p for p in parts if p.is_symlink()]
+            note = f"{len(linked)} link(s): their targets stay" if linked else None
             return DeletePlan(
-                self.name, str(safe), tuple(map(str, parts)), size, execute=partial(_unlink, parts)
-            )
+                self.name, str(safe), tuple(map(str, parts)), size, note=note,
+                execute=partial(unlink_inside, folder, parts),
+            )  # fmt: skip
         raise BackendError(
             f"{ref!r} is not inside a model folder ({', '.join(map(str, self.folders))})",
             hint="modelctl deletes only files in its model folders; remove others yourself",
         )
-
-
-def _unlink(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink()
 
 
 def _default_context(model: Model, path: str) -> int:

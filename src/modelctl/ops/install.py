@@ -7,11 +7,11 @@ Nothing is marked installed until its backend says the install finished; a delet
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelctl.backends import DeletePlan, ProgressFn
 from modelctl.record import naming
-from modelctl.record.errors import BackendError, InsufficientMemory, NotFound
+from modelctl.record.errors import BackendError, InsufficientMemory, NotFound, PartialDelete
 
 if TYPE_CHECKING:
     from modelctl.backends import Backend, BackendKind
@@ -152,10 +152,31 @@ def plan_remove(
     return model, backends[model.backend].plan_delete(model.ref_for(model.backend))
 
 
-def remove(registry: Registry, backends: Mapping[str, Backend], ref: str) -> DeletePlan:
-    """Delete a model's files through its backend; the record stays, marked not installed."""
+def remove(
+    registry: Registry,
+    backends: Mapping[str, Backend],
+    ref: str,
+    *,
+    unload: Callable[[str], Any] | None = None,
+) -> DeletePlan:
+    """Delete a model's files through its backend; the record stays, marked not installed.
+
+    The record says not installed first, so no request loads the model while its files go;
+    then it is unloaded (`unload`: after its requests in flight), then the files go. A delete
+    that stops half-way leaves the record saying which files are left (`custom.files_left`)."""
     model, plan = plan_remove(registry, backends, ref)
-    if plan.execute is not None:
-        plan.execute()
-    registry.update(model.id, installed=False, status="available")
+    registry.update(model.id, installed=False)
+    try:
+        if unload is not None:
+            unload(model.id)
+        if plan.execute is not None:
+            plan.execute()
+    except PartialDelete as exc:
+        registry.update(model.id, status="missing", custom={**model.custom, "files_left": exc.left})
+        raise
+    except BaseException:
+        registry.update(model.id, installed=True)  # nothing went: it is still there
+        raise
+    custom = {k: v for k, v in model.custom.items() if k != "files_left"}
+    registry.update(model.id, status="available", custom=custom)
     return plan

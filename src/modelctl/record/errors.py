@@ -2,7 +2,8 @@
 
     ModelctlError                      base; `hint` says what to do, `exit_code` is the CLI's
     ├── NotFound (KeyError)            a name that names nothing: a group, an alias, a key
-    │   └── ModelNotFound              a reference that names no model; carries close matches
+    │   ├── ModelNotFound              a reference that names no model; carries close matches
+    │   └── NotInstalled               a local model whose files are not here (deleted, not pulled)
     ├── InvalidReference (ValueError)  a model reference that parses to nothing
     ├── InvalidModel (ValueError)      a record that fails validation; names the field
     ├── InvalidQuery (ValueError)      a query or a --where expression that cannot be compiled
@@ -17,7 +18,8 @@
     ├── Busy                           a model whose request queue is full: try again later
     ├── BackendError                   a backend refused, failed or could not be reached
     │   ├── NotSupported               the backend does not do this (delete an API's model)
-    │   └── UnsafePath                 a path that leads outside the backend's own store
+    │   ├── UnsafePath                 a path that leads outside the backend's own store
+    │   └── PartialDelete              a delete that stopped half-way; names what is left
     ├── LoadFailed                     a model that could not be loaded; the scheduler keeps why
     ├── Cancelled                      an install job that was asked to stop
     ├── MissingPackage                 a connector whose framework is not installed
@@ -51,7 +53,9 @@ __all__ = [
     "ModelNotFound",
     "ModelctlError",
     "NotFound",
+    "NotInstalled",
     "NotSupported",
+    "PartialDelete",
     "SchemaTooNew",
     "ServerUnavailable",
     "StoreError",
@@ -93,6 +97,11 @@ class ModelNotFound(NotFound):
         else:
             hint = "see `modelctl list` for the models in the registry"
         super().__init__(f"no model named {ref!r}", hint=hint)
+
+
+class NotInstalled(NotFound):
+    """A local model whose files are not here: never pulled, or deleted (maybe by another
+    process); a request is refused in words instead of failing to load."""
 
 
 class InvalidReference(ModelctlError, ValueError):
@@ -206,6 +215,14 @@ class UnsafePath(BackendError):
     """A path that leads outside the backend's own store."""
 
     exit_code = 2
+
+
+class PartialDelete(BackendError):
+    """A delete that removed some of a model's files and not others: `left` names the rest."""
+
+    def __init__(self, message: str, *, left: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.left = left
 
 
 class LoadFailed(ModelctlError):

@@ -9,12 +9,13 @@ ledger); `ModelManager` composes them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound
+from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.runtime.admission import Admission
 from modelctl.store.ledger import Usage
@@ -96,6 +97,12 @@ def make_scheduler(
     )  # fmt: skip
 
 
+def _files_gone(record: Model, local: frozenset[str]) -> bool:
+    """A local model whose own files are named and are not on this disk."""
+    path = record.file
+    return record.backend in local and path is not None and not os.path.exists(path)
+
+
 class Requests:
     """Runs requests (`kind`: chat, complete, embed) on models, loading them on demand through
     the scheduler, and meters each into the usage ledger."""
@@ -127,6 +134,10 @@ class Requests:
         else:
             record = self.registry.lookup(model)
             model_id = record.id
+        if not record.installed and _files_gone(record, self.registry.schemes.local):
+            # deleted (here or by another process: the lookup sees every commit): refused in
+            # words, never loaded from (or served from) a file that is gone
+            raise NotInstalled(f"{model_id} is not installed", hint=f"modelctl pull {model_id}")
         load_options = {
             k: options.pop(k)
             for k in ("keep_alive", "context", "gpu_layers", "embedding")

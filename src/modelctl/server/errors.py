@@ -23,6 +23,7 @@ log = logging.getLogger("modelctl.server")
 # (error class, HTTP status, code), most specific first
 _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.ModelNotFound, 404, "model_not_found"),
+    (errors.NotInstalled, 404, "model_not_installed"),
     (errors.NotFound, 404, "not_found"),
     (errors.Conflict, 409, "conflict"),
     (errors.InsufficientMemory, 503, "insufficient_memory"),

@@ -7,6 +7,7 @@ backend keeps it (resumed by the next pull), and nothing is marked installed.
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from modelctl.server.errors import classify
 __all__ = ["Job", "Jobs"]
 
 FINISHED = ("done", "failed", "cancelled")
+EVENTS_KEPT = 64  # the latest progress of a job: a multi-gigabyte download reports thousands
 
 
 @dataclass
@@ -37,7 +39,10 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     cancel_requested: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    events: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=EVENTS_KEPT), repr=False
+    )
+    sequence: int = 0  # events ever reported; followers count by it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +85,7 @@ class Jobs:
             for key, value in changes.items():
                 setattr(job, key, value)
             job.events.append(job.to_dict())
+            job.sequence += 1
             self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
@@ -130,17 +136,19 @@ class Jobs:
         return job
 
     def follow(self, job: Job, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Every progress event of `job` until it finishes (from its first)."""
+        """The progress events of `job` until it finishes: the ones still kept (the latest
+        EVENTS_KEPT), then each as it comes; a follower that falls behind skips to the latest."""
         seen = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda seen=seen: len(job.events) > seen or job.state in FINISHED,
+                    lambda seen=seen: job.sequence > seen or job.state in FINISHED,
                     timeout=None if deadline is None else max(0, deadline - time.monotonic()),
                 )
-                fresh, seen = job.events[seen:], len(job.events)
-                over = job.state in FINISHED and seen == len(job.events)
+                new = min(job.sequence - seen, len(job.events))
+                fresh, seen = list(job.events)[len(job.events) - new :], job.sequence
+                over = job.state in FINISHED
             yield from fresh
             if over or (deadline is not None and time.monotonic() >= deadline):
                 return

@@ -156,9 +156,8 @@ def delete_model(
     plan = None
     backend = manager.backends.get(record.get("backend") or "")
     if record.get("installed") and (backend is None or backend.kind().local):
-        # files on this machine: deleted through the backend, which says if it cannot
-        if not dry_run:
-            manager.unload(model_id)
+        # files on this machine: unloaded, then deleted through the backend (which says if it
+        # cannot)
         plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()
     if forget and not dry_run:
         del manager.registry[model_id]
