@@ -37,6 +37,43 @@ GENERATION_OPTIONS = frozenset(
     {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repeat_penalty",
      "presence_penalty", "frequency_penalty", "min_p"}
 )  # fmt: skip
+# Each option's kind and bounds: what a request or a model's defaults may say (max_tokens takes
+# Ollama's -1, no limit, and -2, fill the context).
+_OPTION_RANGES: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0, 100), "top_p": (float, 0, 1), "min_p": (float, 0, 1),
+    "top_k": (int, 0, 1_000_000), "max_tokens": (int, -2, 10_000_000),
+    "seed": (int, -(2**63), 2**64 - 1), "repeat_penalty": (float, 0, 100),
+    "presence_penalty": (float, -100, 100), "frequency_penalty": (float, -100, 100),
+}  # fmt: skip
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Generation options checked and normalized (a whole float is a number, `stop` a list of
+    strings); ValueError names the first that is wrong. None means "not set" and is dropped."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in GENERATION_OPTIONS:
+            known = ", ".join(sorted(GENERATION_OPTIONS))
+            raise ValueError(f"unknown generation option {name!r} (known: {known})")
+        if name == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+                raise ValueError("stop: must be a string or a list of strings")
+            out[name] = stops
+            continue
+        kind, low, high = _OPTION_RANGES[name]
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number_ok or (kind is int and isinstance(value, float) and not value.is_integer()):
+            shown = repr(value)[:40]
+            raise ValueError(
+                f"{name}: must be {'a whole number' if kind is int else 'a number'}, not {shown}"
+            )
+        if not low <= value <= high:
+            raise ValueError(f"{name}: must be between {low:g} and {high:g}, not {value!r}")
+        out[name] = kind(value)
+    return out
 
 
 def size_class_for(parameters: int) -> SizeClass:
@@ -219,11 +256,7 @@ class Model(BaseModel):
     @field_validator("defaults")
     @classmethod
     def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(value) - GENERATION_OPTIONS
-        if unknown:
-            known = ", ".join(sorted(GENERATION_OPTIONS))
-            raise ValueError(f"unknown generation option {sorted(unknown)[0]!r} (known: {known})")
-        return value
+        return check_options(value)
 
     @field_validator("created_at", "updated_at", "last_used")
     @classmethod

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
-from modelctl.record.model import GENERATION_OPTIONS
+from modelctl.record.model import GENERATION_OPTIONS, check_options
 from modelctl.runtime.admission import Admission
 from modelctl.store.ledger import Usage
 
@@ -97,6 +97,21 @@ def make_scheduler(
     )  # fmt: skip
 
 
+def _check_load(options: dict[str, Any]) -> None:
+    """The load options a request may carry: ValueError names the first that is wrong."""
+    for name, value in options.items():
+        if name == "embedding":
+            if not isinstance(value, bool):
+                raise ValueError(f"embedding: must be true or false, not {value!r}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: must be a number, not {repr(value)[:40]}")
+        if name == "context" and not 1 <= value <= 10_000_000:
+            raise ValueError(f"context: must be between 1 and 10,000,000 tokens, not {value!r}")
+        if name == "gpu_layers" and not -1 <= value <= 100_000:
+            raise ValueError(f"gpu_layers: must be -1 (all) or more, not {value!r}")
+
+
 def _files_gone(record: Model, local: frozenset[str]) -> bool:
     """A local model whose own files are named and are not on this disk."""
     path = record.file
@@ -151,8 +166,16 @@ class Requests:
                 f"unknown option {sorted(unknown)[0]!r}",
                 hint=", ".join(sorted(GENERATION_OPTIONS)),
             )
+        try:  # every value checked here, whichever API (or the library) it came through
+            generation = check_options(
+                {k: v for k, v in options.items() if k in GENERATION_OPTIONS}
+            )
+            _check_load(load_options)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        passed = {k: v for k, v in options.items() if k in PASSED_THROUGH}
         meter = Meter(self.ledger, self.scheduler, record, kind, client)
-        return model_id, load_options, {**record.defaults, **options}, meter
+        return model_id, load_options, {**record.defaults, **generation, **passed}, meter
 
     def request(
         self, kind: str, model: str | None, payload: Any, *, client: str | None = None,

@@ -9,6 +9,7 @@ failed (502, 503), or a bug in modelctl (500).
 """
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import Request
@@ -106,10 +107,14 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    """A bug: the client gets an id and a generic message; the details go to the log only
+    (an exception's text can carry paths, a prompt, or a library's internals)."""
+    incident = secrets.token_hex(6)
+    log.exception("internal error %s on %s %s", incident, request.method, request.url.path)
     return respond(
         request, 500, "internal_error",
-        f"internal error: {type(exc).__name__}: {exc} (a bug in modelctl; please report it)",
+        f"internal error {incident}: a bug in modelctl; the server's log has the details",
+        "report it with this id",
     )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Request
@@ -42,8 +42,34 @@ class _Request(BaseModel):
     keep_alive: float | str | None = None
 
 
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(max_length=512)
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    function: ToolFunction
+
+
+class Message(BaseModel):
+    """A chat message as Ollama's API takes it (tool calls carry their arguments as an
+    object)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+
+
 class ChatRequest(_Request):
-    messages: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[Message] = Field(default_factory=list)
     stream: bool = True
     format: str | dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
@@ -153,11 +179,10 @@ async def generate(payload: GenerateRequest, request: Request) -> Response:
     return await _reply(answer, model_id, "generate", started, payload.stream)
 
 
-def _message_in(message: dict[str, Any]) -> dict[str, Any]:
+def _message_in(message: Message) -> dict[str, Any]:
     """Ollama's message → OpenAI's (tool calls carry arguments as a JSON string there)."""
-    out = {k: v for k, v in message.items() if k in ("role", "content", "tool_calls", "name")}
-    if "role" not in out:
-        raise InvalidRequest("messages: every message needs a role")
+    data = message.model_dump(exclude_none=True)
+    out = {k: v for k, v in data.items() if k in ("role", "content", "tool_calls", "name")}
     for call in out.get("tool_calls") or ():
         function = call.get("function") or {}
         if isinstance(function.get("arguments"), dict):

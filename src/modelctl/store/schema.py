@@ -100,5 +100,31 @@ def _schema_v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX profiles_model_at ON profiles(model, at)")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+def _schema_v4(db: sqlite3.Connection) -> None:
+    """Default generation options that the first versions stored unchecked and no runtime can
+    take (`"temperature": "hot"`) are dropped, the rest normalized: every record stays
+    readable, and requests to it work."""
+    import json
+
+    from modelctl.record.model import check_options
+
+    rows = db.execute(
+        "SELECT id, data FROM models WHERE json_extract(data, '$.defaults') IS NOT NULL"
+    ).fetchall()
+    for model_id, text in rows:
+        record = json.loads(text)
+        defaults = record.get("defaults") or {}
+        kept: dict[str, object] = {}
+        for name, value in defaults.items():
+            try:
+                kept |= check_options({name: value})
+            except ValueError:
+                continue
+        if kept != defaults:
+            record["defaults"] = kept
+            data = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            db.execute("UPDATE models SET data = ? WHERE id = ?", (data, model_id))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
 SCHEMA_VERSION = max(MIGRATIONS)
