@@ -281,6 +281,12 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("max_loaded", _positive_int, lambda v: None, "most models loaded at once"),
         Setting(
+            "max_body",
+            _budget,
+            lambda v: 64 << 20,
+            "the largest request body the server reads (bytes; 64M); a larger one gets 413",
+        ),
+        Setting(
             "hosts",
             _names,
             lambda v: (),

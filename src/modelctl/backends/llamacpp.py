@@ -248,6 +248,15 @@ class LlamaCppBackend(Backend):
         )
 
 
+def _text_length(content: Any) -> int:
+    """Characters of a message's content: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return 0
+
+
 def _default_context(model: Model, path: str) -> int:
     """The context a load gets when none is asked for: what the memory estimate assumes (the
     file's trained context, else the record's, at most DEFAULT_CONTEXT), so that the budget
@@ -288,16 +297,37 @@ class LlamaCppHandle(Handle):
             raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
         self.device = "gpu" if gpu_layers and llama_cpp.llama_supports_gpu_offload() else "cpu"
         self.has_template = bool((self.llm.metadata or {}).get("tokenizer.chat_template"))
+        self._longest: int | None = None  # the longest token's spelling, in bytes, when asked
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         if not self.has_template:
             raise NotSupported(
                 f"{self.model_id} has no chat template", hint="use completion (modelctl run --raw)"
             )
+        self._could_fit(sum(_text_length(m.get("content")) for m in messages))
         return self._locked(self.llm.create_chat_completion, stream, messages=messages, **options)
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+        self._could_fit(len(prompt))
         return self._locked(self.llm.create_completion, stream, prompt=prompt, **options)
+
+    def _could_fit(self, characters: int) -> None:
+        """Refuse at once a prompt too long for the context whatever its tokens: llama.cpp's
+        tokenizer takes time that grows faster than the text (a 1 MB prompt took minutes to
+        be refused). A token covers at most as many characters as its longest spelling."""
+        n_ctx = self.llm.n_ctx()
+        if characters <= n_ctx * 4:  # the common case: nothing to compute
+            return
+        if self._longest is None:
+            with self._lock:  # once, and only for long prompts: every token's spelling
+                vocab = range(self.llm.n_vocab())
+                self._longest = max((len(self.llm.detokenize([t])) for t in vocab), default=1)
+        if characters > n_ctx * max(1, self._longest):
+            raise InvalidRequest(
+                f"{self.model_id}: the prompt's {characters:,} characters cannot fit a context "
+                f"of {n_ctx:,} tokens (a token here spells at most {self._longest} bytes)",
+                hint="shorten the prompt, or load the model with a larger context",
+            )
 
     def _locked(self, create: Any, stream: bool, **kwargs: Any) -> Any:
         """One request at a time: a llama.cpp context is not safe to share between threads."""
@@ -328,6 +358,7 @@ class LlamaCppHandle(Handle):
             )
         vectors = []
         for text in inputs:
+            self._could_fit(len(text))
             with self._lock:
                 out = self.llm.embed(text)
             if out and isinstance(out[0], list):  # one vector per token: mean-pool them

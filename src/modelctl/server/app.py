@@ -123,7 +123,10 @@ def create_app(
     )
     app.state.ctl = ctl
     settings = manager.settings
-    app.add_middleware(Guard, bound=host, hosts=(*settings.hosts, *hosts), origins=settings.origins)
+    app.add_middleware(
+        Guard, bound=host, hosts=(*settings.hosts, *hosts), origins=settings.origins,
+        max_body=settings.max_body,
+    )  # fmt: skip
     errors.install(app)
     app.include_router(openai_api.router)  # the hot path first: routes match in order
     app.include_router(ollama_api.router)

@@ -11,6 +11,8 @@ Pure ASGI, before any route runs, with or without an API key:
 - Content-Type: a body must be `application/json`. The bodies a page can send without asking
   first (text/plain, form encoding) are refused with 415: what real clients send (the OpenAI
   and Ollama packages, `curl -H 'Content-Type: application/json'`) passes.
+- Size: a body past `max_body` bytes gets 413, by its Content-Length before it is read, or as
+  it arrives when it is sent in chunks.
 """
 
 from __future__ import annotations
@@ -60,9 +62,15 @@ class Guard:
     origins."""
 
     def __init__(
-        self, app: Any, *, bound: str, hosts: Iterable[str] = (), origins: Iterable[str] = ()
+        self,
+        app: Any,
+        *,
+        bound: str,
+        hosts: Iterable[str] = (),
+        origins: Iterable[str] = (),
+        max_body: int = 64 << 20,
     ) -> None:
-        self.app, self.bound = app, bound
+        self.app, self.bound, self.max_body = app, bound, max_body
         self.hosts = tuple(hosts)
         self.origins = tuple(o.rstrip("/").lower() for o in origins)
 
@@ -100,17 +108,47 @@ class Guard:
                     "send Content-Type: application/json; "
                     "with curl, add -H 'Content-Type: application/json'",
                 )  # fmt: skip
-        if not origin:
-            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length", b"0").strip()
+        if not length.isdigit() or int(length) > self.max_body:
+            return await _refuse(send, path, 413, "body_too_large", *self._too_large())
+        started = over = False
+        received = 0
 
-        async def send_with_cors(message: Any) -> None:
+        async def counted_receive() -> Any:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:  # sent in chunks: counted as it arrives
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to a cut-off body: the 413 below answers instead
             if message["type"] == "http.response.start":
-                extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                         (b"vary", b"Origin")]  # fmt: skip
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                started = True
+                if origin:
+                    extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
+                             (b"vary", b"Origin")]  # fmt: skip
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        return await self.app(scope, receive, send_with_cors)
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _refuse(send, path, 413, "body_too_large", *self._too_large())
+
+    def _too_large(self) -> tuple[str, str]:
+        return (
+            f"the request body is larger than {self.max_body:,} bytes",
+            "send less, or raise the max_body setting (MODELCTL_MAX_BODY)",
+        )
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
         scheme, _, netloc = origin.partition("://")
