@@ -108,9 +108,14 @@ class Guard:
                     "send Content-Type: application/json; "
                     "with curl, add -H 'Content-Type: application/json'",
                 )  # fmt: skip
-        length = headers.get(b"content-length", b"0").strip()
-        if not length.isdigit() or int(length) > self.max_body:
-            return await _refuse(send, path, 413, "body_too_large", *self._too_large())
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.strip().isdigit() or int(length) > self.max_body:
+                return await _refuse(send, path, 413, "body_too_large", *self._too_large())
+            if not origin:  # the common case: nothing to count, nothing to add
+                return await self.app(scope, receive, send)
+        elif not origin and b"transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)
         started = over = False
         received = 0
 
