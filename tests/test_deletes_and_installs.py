@@ -149,3 +149,22 @@ def test_install_jobs_keep_a_bounded_progress_summary() -> None:
     assert job.state == "done" and job.sequence == 20_002
     assert len(job.events) == EVENTS_KEPT  # the first version kept all 20,002
     assert events[-1]["state"] == "done" and len(events) <= job.sequence
+
+
+def test_a_model_being_deleted_cannot_be_loaded_until_the_delete_ends(
+    manager: ModelManager, folder: Path
+) -> None:
+    """Held at the point where the record says deleting and the files are still there."""
+    from modelctl.ops.install import remove
+
+    seen: list[str] = []
+
+    def unload(model_id: str) -> None:  # what the manager passes: called mid-delete
+        assert (folder / "tiny.gguf").exists() and manager.registry["tiny"].status == "deleting"
+        with pytest.raises(NotInstalled):
+            manager.chat(HELLO, "tiny", max_tokens=1)
+        seen.append(model_id)
+
+    remove(manager.registry, manager.backends, "tiny", unload=unload)
+    assert seen == ["tiny"] and not (folder / "tiny.gguf").exists()
+    assert manager.registry["tiny"].status == "available" and not manager.registry["tiny"].installed

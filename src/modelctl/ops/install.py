@@ -165,7 +165,7 @@ def remove(
     then it is unloaded (`unload`: after its requests in flight), then the files go. A delete
     that stops half-way leaves the record saying which files are left (`custom.files_left`)."""
     model, plan = plan_remove(registry, backends, ref)
-    registry.update(model.id, installed=False)
+    registry.update(model.id, installed=False, status="deleting")
     try:
         if unload is not None:
             unload(model.id)
@@ -175,7 +175,7 @@ def remove(
         registry.update(model.id, status="missing", custom={**model.custom, "files_left": exc.left})
         raise
     except BaseException:
-        registry.update(model.id, installed=True)  # nothing went: it is still there
+        registry.update(model.id, installed=True, status=model.status)  # nothing went
         raise
     custom = {k: v for k, v in model.custom.items() if k != "files_left"}
     registry.update(model.id, status="available", custom=custom)

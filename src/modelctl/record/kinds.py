@@ -55,6 +55,7 @@ class Status(StrEnum):
     UNLOADED = "unloaded"
     FAILED = "failed"
     MISSING = "missing"  # registered, but its backend no longer has it
+    DELETING = "deleting"  # its files are being deleted: no request may load it meanwhile
 
 
 class Purpose(StrEnum):

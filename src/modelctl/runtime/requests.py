@@ -149,7 +149,8 @@ class Requests:
         else:
             record = self.registry.lookup(model)
             model_id = record.id
-        if not record.installed and _files_gone(record, self.registry.schemes.local):
+        deleting = record.status == "deleting"
+        if deleting or (not record.installed and _files_gone(record, self.registry.schemes.local)):
             # deleted (here or by another process: the lookup sees every commit): refused in
             # words, never loaded from (or served from) a file that is gone
             raise NotInstalled(f"{model_id} is not installed", hint=f"modelctl pull {model_id}")
