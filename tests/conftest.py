@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from modelctl.manager import ModelManager
 from modelctl.record.model import Model
 from modelctl.registry import Registry
 
@@ -30,6 +32,27 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     return home
+
+
+@pytest.fixture
+def tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A model folder (MODELCTL_MODEL_DIRS) holding one tiny generated GGUF model, `tiny`."""
+    from modelctl.ops.demo import TinySpec, write_llama
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_llama(folder / "tiny.gguf", TinySpec(name="Tiny"))
+    monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny_manager(tiny_models: Path) -> Iterator[ModelManager]:
+    """A manager that has synced the tiny model's folder; closed after the test."""
+    m = ModelManager()
+    m.sync(only=["llamacpp"])
+    yield m
+    m.close()
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from modelctl.manager import ModelManager
-from modelctl.ops.demo import TinySpec, write_llama
 from modelctl.registry import Registry
 from modelctl.store.database import Store
 from modelctl.store.schema import MIGRATIONS
@@ -53,15 +51,8 @@ CASES = [
 
 
 @pytest.fixture
-def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelManager]:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    write_llama(folder / "tiny.gguf", TinySpec(name="Tiny"))
-    monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(folder))
-    m = ModelManager()
-    m.sync(only=["llamacpp"])
-    yield m
-    m.close()
+def manager(tiny_manager: ModelManager) -> ModelManager:
+    return tiny_manager
 
 
 def test_malformed_requests_are_4xx_in_each_apis_format(manager: ModelManager) -> None:

@@ -16,7 +16,6 @@ import openai
 import pytest
 
 from modelctl.manager import ModelManager
-from modelctl.ops.demo import TinySpec, write_llama
 from modelctl.server.guard import host_allowed
 from tests.live import running
 
@@ -25,11 +24,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelManager]:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    write_llama(folder / "tiny.gguf", TinySpec(name="Tiny"))
-    monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(folder))
+def manager(tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelManager]:
     monkeypatch.setenv("MODELCTL_ORIGINS", "http://trusted.example:*, app://notes")
     m = ModelManager()
     m.sync(only=["llamacpp"])
@@ -146,3 +141,6 @@ def test_which_hosts_a_server_answers() -> None:
     assert not host_allowed("", bound="127.0.0.1")
     assert host_allowed("models.lan:8765", bound="127.0.0.1", extra=["models.lan"])
     assert host_allowed("anything.example", bound="0.0.0.0")  # bound beyond loopback: a key
+    assert host_allowed("0.0.0.0:8765", bound="127.0.0.1")  # what some clients send
+    assert host_allowed("[::ffff:127.0.0.1]:8765", bound="127.0.0.1")
+    assert host_allowed("models.lan", bound="127.0.0.1", extra=["models.lan:8765"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 
 from modelctl.backends import Backend, BackendStatus, Handle, response
 from modelctl.manager import ModelManager
-from modelctl.ops.demo import TinySpec, write_llama
 from modelctl.record.errors import Busy
 from modelctl.record.model import Model
 from modelctl.registry import Registry
@@ -30,15 +28,8 @@ HELLO = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture
-def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelManager]:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    write_llama(folder / "tiny.gguf", TinySpec(name="Tiny"))
-    monkeypatch.setenv("MODELCTL_MODEL_DIRS", str(folder))
-    m = ModelManager()
-    m.sync(only=["llamacpp"])
-    yield m
-    m.close()
+def manager(tiny_manager: ModelManager) -> ModelManager:
+    return tiny_manager
 
 
 async def _stream(client: httpx.AsyncClient, url: str, max_tokens: int = 8) -> str:
@@ -59,20 +50,19 @@ def test_more_streams_than_worker_threads_to_one_model(manager: ModelManager) ->
     is answered and /health answers while they run. The first version stopped answering for
     good at 41."""
 
-    async def main(url: str) -> tuple[list[str], float]:
+    async def main(url: str) -> list[str]:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             streams = [asyncio.create_task(_stream(client, url)) for _ in range(64)]
-            await asyncio.sleep(0)  # the streams are sent before /health is asked
-            started = time.perf_counter()
-            health = await client.get(f"{url}/health", timeout=10)
+            async with asyncio.timeout(30):  # a readiness poll: until requests are queued
+                while not manager.requests.admission.waiting("tiny"):
+                    await asyncio.sleep(0.005)
+            health = await client.get(f"{url}/health", timeout=10)  # answered while they wait
             assert health.status_code == 200
-            health_seconds = time.perf_counter() - started
-            finished = await asyncio.wait_for(asyncio.gather(*streams), timeout=120)
-        return finished, health_seconds
+            return await asyncio.wait_for(asyncio.gather(*streams), timeout=120)
 
     with running(manager) as url:
-        finished, _ = asyncio.run(main(url))
+        finished = asyncio.run(main(url))
     assert len(finished) == 64
     (slot,) = manager.loaded()
     assert slot["in_flight"] == 0
@@ -248,3 +238,68 @@ def test_a_model_without_a_context_loads_with_what_its_estimate_assumes(
     manager.load("bare")
     handle = manager.scheduler.slots["bare"].handle
     assert handle.llm.n_ctx() == 512
+
+
+def test_a_cancelled_request_lets_go_only_once_its_thread_is_done() -> None:
+    """A cancelled await used to leave the worker thread running on (holding a runtime's lock
+    or a slot) while the request had already let go; now it waits, then undoes, then ends."""
+    import threading
+
+    from modelctl.backends import to_the_end
+
+    started, finish = threading.Event(), threading.Event()
+    undone: list[str] = []
+
+    def load() -> str:
+        started.set()
+        finish.wait(10)
+        return "slot"
+
+    async def main() -> None:
+        task = asyncio.create_task(to_the_end(load, undo=undone.append))
+        assert await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done() and undone == []  # the thread is still at work
+        finish.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert undone == ["slot"]
+
+    asyncio.run(main())
+
+
+class HeldStreamHandle(HeldHandle):
+    async def achat(self, messages: list[dict[str, Any]], *, stream: bool = False, **_: Any):
+        async def chunks() -> Any:
+            yield response(self.model_id, "chat.completion.chunk", {"delta": {"content": "x"}})
+
+        return chunks()
+
+
+def test_a_stream_dropped_before_its_first_chunk_gives_the_model_back(tmp_path: Path) -> None:
+    """The client left before the response started: nobody iterates the stream, so its
+    `finally` never runs; dropping it lets go of the turn and the slot."""
+    import gc
+
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    registry.add({"id": "m", "backend": "held", "installed": True})
+    backend = HeldBackend(settings=None)  # type: ignore[arg-type]
+    backend.load = lambda model, **o: HeldStreamHandle(model.id)  # type: ignore[method-assign]
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store))
+
+    async def main() -> None:
+        stream = await requests.arequest("chat", "m", HELLO, stream=True)
+        assert scheduler.slots["m"].in_flight == 1
+        del stream
+        gc.collect()
+        await _until(lambda: scheduler.slots["m"].in_flight == 0)
+        again = await requests.arequest("chat", "m", HELLO, stream=True)  # the turn is free
+        chunks = [c async for c in again]
+        assert chunks[0]["choices"][0]["delta"]["content"] == "x"
+
+    asyncio.run(main())
+    assert scheduler.slots["m"].in_flight == 0
+    registry.close()

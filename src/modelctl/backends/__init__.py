@@ -41,6 +41,7 @@ __all__ = [
     "kind_of",
     "response",
     "schemes",
+    "to_the_end",
     "unlink_inside",
 ]
 
@@ -158,14 +159,38 @@ class Handle:
         return await in_thread(self.embed, inputs)
 
 
+async def to_the_end(
+    function: Callable[..., Any], *args: Any, undo: Callable[[Any], Any] | None = None
+) -> Any:
+    """`function(*args)` in a worker thread, seen through to its end: a task cancelled while it
+    runs (a client that went away) waits for the thread to finish, then `undo`es what it
+    returned, then is cancelled. A cancelled await would otherwise leave the thread running
+    on, holding a runtime's lock or a slot that nobody gives back."""
+    import asyncio
+
+    from anyio import CancelScope, to_thread
+
+    running = asyncio.ensure_future(to_thread.run_sync(function, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with CancelScope(shield=True):
+            try:
+                result = await running
+            except BaseException:
+                raise asyncio.CancelledError from None
+            if undo is not None:
+                undo(result)
+        raise
+
+
 async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`function(*args, **kwargs)` in a worker thread; an iterator it returns is iterated there
     too, and comes back as an async iterator."""
     from functools import partial
 
-    from anyio import to_thread
-
-    result = await to_thread.run_sync(partial(function, *args, **kwargs))
+    close = lambda result: getattr(result, "close", lambda: None)()  # noqa: E731
+    result = await to_the_end(partial(function, *args, **kwargs), undo=close)
     if isinstance(result, Iterator) and not isinstance(result, dict | list | str):
         return _iterate_in_thread(result)
     return result
@@ -176,7 +201,7 @@ async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
 
     done = object()
     try:
-        while (item := await to_thread.run_sync(next, iterator, done)) is not done:
+        while (item := await to_the_end(next, iterator, done)) is not done:
             yield item
     finally:
         close = getattr(iterator, "close", None)
@@ -314,9 +339,17 @@ def unlink_inside(root: str | os.PathLike[str], paths: Iterable[str | os.PathLik
     base = Path(root).resolve()
     left: list[str] = []
     for path in paths:
-        relative = Path(os.path.abspath(path)).relative_to(base)
+        full = Path(os.path.abspath(path))
         try:
-            _unlink_at(base, relative.parts)
+            parts = (full.parent.resolve() / full.name).relative_to(base).parts
+        except ValueError:
+            left.append(f"{path} (not inside {base})")
+            continue
+        if not parts:
+            left.append(f"{path} (the store itself)")
+            continue
+        try:
+            _unlink_at(base, parts)
         except FileNotFoundError:
             continue  # gone already: what a delete wants
         except OSError as exc:

@@ -218,7 +218,8 @@ def download_file(
 def _open_part(part: Path, *, append: bool) -> Any:
     """The `.part` file to write, opened without following a link: a link planted under its
     name is refused, never written through."""
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    # no link followed, and no blocking on a FIFO planted there (it fails without a reader)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     flags |= os.O_APPEND if append else os.O_TRUNC
     try:
         fd = os.open(part, flags, 0o644)
@@ -230,6 +231,7 @@ def _open_part(part: Path, *, append: bool) -> Any:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise BackendError(f"{part} is not a regular file", hint="remove it and try again")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "ab" if append else "wb")
 
 

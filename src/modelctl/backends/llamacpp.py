@@ -311,6 +311,21 @@ class LlamaCppHandle(Handle):
         self._could_fit(len(prompt))
         return self._locked(self.llm.create_completion, stream, prompt=prompt, **options)
 
+    def _within_reach(self, text: str) -> str:
+        """An embedding input cut to what the context could hold at most (llama.cpp truncates
+        what is past the context anyway): tokenizing the rest only costs time."""
+        n_ctx = self.llm.n_ctx()
+        if len(text) <= n_ctx * 4:
+            return text
+        return text[: n_ctx * max(1, self._longest_token())]
+
+    def _longest_token(self) -> int:
+        if self._longest is None:
+            with self._lock:  # once, and only for long texts: every token's spelling, in bytes
+                vocab = range(self.llm.n_vocab())
+                self._longest = max((len(self.llm.detokenize([t])) for t in vocab), default=1)
+        return self._longest
+
     def _could_fit(self, characters: int) -> None:
         """Refuse at once a prompt too long for the context whatever its tokens: llama.cpp's
         tokenizer takes time that grows faster than the text (a 1 MB prompt took minutes to
@@ -318,11 +333,7 @@ class LlamaCppHandle(Handle):
         n_ctx = self.llm.n_ctx()
         if characters <= n_ctx * 4:  # the common case: nothing to compute
             return
-        if self._longest is None:
-            with self._lock:  # once, and only for long prompts: every token's spelling
-                vocab = range(self.llm.n_vocab())
-                self._longest = max((len(self.llm.detokenize([t])) for t in vocab), default=1)
-        if characters > n_ctx * max(1, self._longest):
+        if characters > n_ctx * max(1, self._longest_token()):
             raise InvalidRequest(
                 f"{self.model_id}: the prompt's {characters:,} characters cannot fit a context "
                 f"of {n_ctx:,} tokens (a token here spells at most {self._longest} bytes)",
@@ -358,7 +369,7 @@ class LlamaCppHandle(Handle):
             )
         vectors = []
         for text in inputs:
-            self._could_fit(len(text))
+            text = self._within_reach(text)
             with self._lock:
                 out = self.llm.embed(text)
             if out and isinstance(out[0], list):  # one vector per token: mean-pool them

@@ -166,16 +166,21 @@ def remove(
     that stops half-way leaves the record saying which files are left (`custom.files_left`)."""
     model, plan = plan_remove(registry, backends, ref)
     registry.update(model.id, installed=False, status="deleting")
+    deleting = False
     try:
         if unload is not None:
             unload(model.id)
         if plan.execute is not None:
+            deleting = True
             plan.execute()
     except PartialDelete as exc:
         registry.update(model.id, status="missing", custom={**model.custom, "files_left": exc.left})
         raise
     except BaseException:
-        registry.update(model.id, installed=True, status=model.status)  # nothing went
+        if deleting:  # some files may be gone: never installed again on a guess
+            registry.update(model.id, status="missing")
+        else:  # nothing was touched
+            registry.update(model.id, installed=True, status=model.status)
         raise
     custom = {k: v for k, v in model.custom.items() if k != "files_left"}
     registry.update(model.id, status="available", custom=custom)

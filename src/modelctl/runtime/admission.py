@@ -3,8 +3,9 @@
 Each model takes its handle's `parallel` requests at once (1 for an in-process llama.cpp or
 transformers model; no limit for a daemon or an API, which queue their own). The rest wait here,
 on the event loop, first come first served: at most `max_queue` of them, each at most `timeout`
-seconds; beyond either, `Busy` (503 with Retry-After, as Ollama answers beyond its
-OLLAMA_MAX_QUEUE). A request whose client goes away leaves the queue.
+seconds (-1: no limit); beyond either, `Busy` (503 with Retry-After, as Ollama answers beyond
+its OLLAMA_MAX_QUEUE). A request whose task is cancelled (a stream whose client went away)
+leaves the queue.
 
 Waiting here holds no worker thread. Before, every waiting request held one of the event loop's
 worker threads, blocked on the runtime's lock, and the request holding the lock could not get a
@@ -65,7 +66,7 @@ class Admission:
             )
         gate.waiting += 1
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if self.timeout >= 0 else None):  # -1: ever
                 await gate.turns.acquire()
         except TimeoutError:
             raise Busy(

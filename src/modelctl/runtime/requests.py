@@ -9,12 +9,15 @@ ledger); `ModelManager` composes them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from modelctl.backends import to_the_end
 from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
 from modelctl.record.model import GENERATION_OPTIONS, check_options
 from modelctl.runtime.admission import Admission
@@ -209,12 +212,9 @@ class Requests:
         scheduler = self.scheduler
         try:
             slot = scheduler.try_acquire(model_id, **load_options)
-            if slot is None:
-                from anyio import to_thread
-
-                slot = await to_thread.run_sync(
-                    partial(scheduler.acquire, model_id, **load_options)
-                )
+            if slot is None:  # a load, in a thread; a client that leaves meanwhile lets go after
+                acquire = partial(scheduler.acquire, model_id, **load_options)
+                slot = await to_the_end(acquire, undo=scheduler.release)
         except BaseException as exc:
             meter.finish(error=exc)
             raise
@@ -236,7 +236,12 @@ class Requests:
             meter.finish(error=exc)
             raise
         if stream:
-            return _astream(meter, scheduler, slot, answer, partial(self.admission.leave, gate))
+            let_go = _LetGo(partial(self.admission.leave, gate), scheduler, slot, meter)
+            held = _astream(meter, answer, let_go)
+            # a stream nobody iterates (its client left before the first chunk) lets go when
+            # it is dropped: its generator's `finally` would never run
+            weakref.finalize(held, let_go.from_anywhere, asyncio.get_running_loop())
+            return held
         self.admission.leave(gate)
         scheduler.release(slot)
         meter.finish(answer=answer)
@@ -266,13 +271,36 @@ def _stream(
         meter.finish(error=error)
 
 
-async def _astream(
-    meter: Meter,
-    scheduler: Scheduler,
-    slot: Slot,
-    chunks: AsyncIterator[Any],
-    leave: Callable[[], None],
-) -> AsyncIterator[Any]:
+class _LetGo:
+    """Gives a stream's turn and slot back and records it, once, however the stream ends."""
+
+    def __init__(
+        self, leave: Callable[[], None], scheduler: Scheduler, slot: Slot, meter: Meter
+    ) -> None:
+        self.leave, self.scheduler, self.slot, self.meter = leave, scheduler, slot, meter
+        self.done = False
+
+    def __call__(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.leave()
+        finally:
+            self.scheduler.release(self.slot)
+            self.meter.finish(error=error)
+
+    def from_anywhere(self, loop: asyncio.AbstractEventLoop) -> None:
+        """For a finalizer, which may run in any thread: the turn belongs to `loop`."""
+        if self.done:
+            return
+        try:
+            loop.call_soon_threadsafe(self, GeneratorExit())
+        except RuntimeError:  # the loop is closed: nobody waits for a turn on it any more
+            self(GeneratorExit())
+
+
+async def _astream(meter: Meter, chunks: AsyncIterator[Any], let_go: _LetGo) -> AsyncIterator[Any]:
     """Chunks as they come; the model's turn and its slot are held until the stream ends, and
     given back however it ends (a client that goes away included)."""
     from anyio import CancelScope
@@ -292,9 +320,7 @@ async def _astream(
                 with CancelScope(shield=True):  # a cancelled task still lets the runtime go
                     await close()
         finally:
-            leave()
-            scheduler.release(slot)
-            meter.finish(error=error)
+            let_go(error)
 
 
 class Meter:

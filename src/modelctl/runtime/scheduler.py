@@ -1,6 +1,7 @@
 """The scheduler: which models are loaded, within a memory budget, without breaking a request.
 
-States: loading → loaded → unloading → (gone); failed keeps its reason. Rules:
+States: (waiting for room →) loading → loaded → unloading → (gone); failed keeps its reason.
+Rules:
 
 - concurrent requests for one model share one load, also while room is being made for it (the
   first request holds the model's place, the others wait for it);
@@ -47,7 +48,7 @@ class Slot:
     """One model the scheduler holds (or tried to)."""
 
     model_id: str
-    state: str  # loading | loaded | unloading | failed
+    state: str  # waiting (for room) | loading | loaded | unloading | failed
     size: int  # bytes counted against the budget
     keep_alive: float
     pinned: bool = False
@@ -168,9 +169,10 @@ class Scheduler:
                 if self.slots.get(model_id) is slot and slot.state == "failed":
                     raise LoadFailed(f"{model_id} failed to load: {slot.error}")
             model, backend = self.resolve(model_id)
-            # the model's place, held while room is made: other requests for it wait for it
+            # the model's place, held while room is made: other requests for it wait for it;
+            # it counts for nothing until room is made
             slot = Slot(
-                model_id, "loading", 0,
+                model_id, "waiting", 0,
                 keep_alive=self.keep_alive if keep_alive is None else keep_alive,
                 pinned=bool(pin), priority=priority or 0, last_used=self.clock(), options=options,
             )  # fmt: skip
@@ -183,7 +185,7 @@ class Scheduler:
                     del self.slots[model_id]
                 self._cond.notify_all()  # whoever waited for it tries for itself
                 raise
-            slot.size = need
+            slot.state, slot.size = "loading", need
         self.events.emit("model-loading", model=model_id, size=need)
         return self._do_load(slot, model, backend, options, hold)
 
@@ -278,11 +280,7 @@ class Scheduler:
             self._cond.wait(timeout=min(remaining, 0.5))
 
     def _fits(self, need: int, model_id: str) -> bool:
-        active = [
-            s
-            for s in self.slots.values()
-            if s.state in ("loading", "loaded", "unloading") and s.model_id != model_id
-        ]
+        active = [s for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")]
         if self.max_loaded is not None and len(active) >= self.max_loaded:
             return False
         return self.budget is None or self.used() + need <= self.budget
@@ -368,7 +366,9 @@ class Scheduler:
             if slot.state == "failed":
                 del self.slots[model_id]
                 return True
-            self._cond.wait_for(lambda: slot.in_flight == 0 and slot.state != "loading")
+            self._cond.wait_for(
+                lambda: slot.in_flight == 0 and slot.state not in ("waiting", "loading")
+            )
             if self.slots.get(model_id) is slot:
                 self._unload_locked(slot, reason=reason)
         self._save()

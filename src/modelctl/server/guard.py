@@ -32,11 +32,24 @@ _CORS_HEADERS = b"Authorization, Content-Type, X-Api-Key, X-Modelctl-Client, Use
 
 
 def _is_loopback(name: str) -> bool:
+    """A name that can only mean this machine: localhost, a loopback or unspecified address
+    (0.0.0.0 reaches loopback), an IPv4-mapped loopback address."""
     name = name.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or address.is_unspecified or bool(mapped and mapped.is_loopback)
+
+
+def _bound_here(bound: str) -> bool:
+    """A bind address that only this machine reaches (0.0.0.0 and :: reach every machine)."""
+    name = bound.strip("[]").lower()
+    try:
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
@@ -51,10 +64,11 @@ def _hostname(netloc: str) -> str:
 def host_allowed(host_header: str, *, bound: str, extra: Iterable[str] = ()) -> bool:
     """Whether a request whose Host is `host_header` may be answered by a server bound to
     `bound` (a loopback bind answers loopback names and `extra` only)."""
-    if not _is_loopback(bound):
+    if not _bound_here(bound):
         return True  # reachable beyond this machine, behind an API key: any name
     name = _hostname(host_header.strip()).lower()
-    return bool(name) and (_is_loopback(name) or name in {e.lower() for e in extra})
+    named = {_hostname(e.strip()).lower() for e in extra}  # a configured name, with a port or not
+    return bool(name) and (_is_loopback(name) or name in named)
 
 
 class Guard:
@@ -110,7 +124,10 @@ class Guard:
                 )  # fmt: skip
         length = headers.get(b"content-length")
         if length is not None:
-            if not length.strip().isdigit() or int(length) > self.max_body:
+            if not length.strip().isdigit():
+                message = "the Content-Length header is not a number"
+                return await _refuse(send, path, 400, "invalid_request", message, "send one")
+            if int(length) > self.max_body:
                 return await _refuse(send, path, 413, "body_too_large", *self._too_large())
             if not origin:  # the common case: nothing to count, nothing to add
                 return await self.app(scope, receive, send)
@@ -156,6 +173,8 @@ class Guard:
         )
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
+        if origin == "null":  # sandboxed frames, file:// pages: only when listed as such
+            return "null" in self.origins
         scheme, _, netloc = origin.partition("://")
         if scheme in ("http", "https") and netloc == host.lower():
             return True  # the server's own pages

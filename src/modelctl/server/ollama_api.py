@@ -62,7 +62,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = ""
+    content: str | None = ""
     images: list[str] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_name: str | None = None
@@ -183,6 +183,7 @@ def _message_in(message: Message) -> dict[str, Any]:
     """Ollama's message → OpenAI's (tool calls carry arguments as a JSON string there)."""
     data = message.model_dump(exclude_none=True)
     out = {k: v for k, v in data.items() if k in ("role", "content", "tool_calls", "name")}
+    out.setdefault("content", "")
     for call in out.get("tool_calls") or ():
         function = call.get("function") or {}
         if isinstance(function.get("arguments"), dict):
