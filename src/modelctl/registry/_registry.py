@@ -220,10 +220,7 @@ class Registry(MutableMapping[str, "Model"]):
             if len(self) <= 20_000
             else self.store.ids("id LIKE ?", [ref[:3] + "%"])
         )
-        aliases = [
-            a for (a,) in self.store.db.execute("SELECT value FROM facets WHERE facet='alias'")
-        ]
-        pool = names + aliases
+        pool = names + list(self.store.aliases())
         close = difflib.get_close_matches(ref, pool, n=n, cutoff=0.6)
         lowered = ref.lower()
         close += [name for name in pool if lowered in name.lower() and name not in close]
@@ -382,10 +379,7 @@ class Registry(MutableMapping[str, "Model"]):
 
     def aliases(self) -> dict[str, str]:
         """Every alias and the id it names."""
-        rows = self.store.db.execute(
-            "SELECT value, model_id FROM facets WHERE facet = 'alias' ORDER BY value"
-        )
-        return dict(rows.fetchall())
+        return self.store.aliases()
 
     def set_custom(self, ref: str, key: str, value: Any) -> Model:
         """Set one custom metadata value (any JSON value)."""

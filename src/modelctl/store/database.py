@@ -195,6 +195,13 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the id it names, by alias."""
+        rows = self.db.execute(
+            "SELECT value, model_id FROM facets WHERE facet = 'alias' ORDER BY value"
+        )
+        return dict(rows.fetchall())
+
     def find_ids_nocase(self, name: str) -> list[str]:
         rows = self.db.execute(
             "SELECT id FROM models WHERE id = ? COLLATE NOCASE "
