@@ -163,6 +163,8 @@ def test_a_model_being_deleted_cannot_be_loaded_until_the_delete_ends(
         assert (folder / "tiny.gguf").exists() and manager.registry["tiny"].status == "deleting"
         with pytest.raises(NotInstalled):
             manager.chat(HELLO, "tiny", max_tokens=1)
+        with pytest.raises(NotInstalled, match="being deleted"):  # a request already past
+            manager.scheduler.acquire("tiny")  # its checks: the load itself refuses
         seen.append(model_id)
 
     remove(manager.registry, manager.backends, "tiny", unload=unload)

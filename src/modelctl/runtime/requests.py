@@ -63,6 +63,10 @@ def make_scheduler(
 
     def resolve(model_id: str) -> tuple[Model, Any]:
         model = registry[model_id]
+        if model.status == "deleting":  # read under the scheduler's lock: a delete that
+            # marked it first finds no load to wait for, and one that marks it after finds
+            # this load's slot and waits for it before the files go
+            raise NotInstalled(f"{model_id} is being deleted", hint=f"modelctl pull {model_id}")
         return model, backend(model.backend)
 
     estimates: dict[tuple[Any, ...], int] = {}  # a record unchanged since: the same answer
