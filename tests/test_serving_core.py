@@ -303,3 +303,47 @@ def test_a_stream_dropped_before_its_first_chunk_gives_the_model_back(tmp_path: 
     asyncio.run(main())
     assert scheduler.slots["m"].in_flight == 0
     registry.close()
+
+
+def test_a_request_whose_client_hangs_up_while_queued_leaves_the_queue(tmp_path: Path) -> None:
+    """The server does not cancel a handler whose client went away: the first version let a
+    queued request wait on, then run, for nobody. Held with events: the hang-up is the fake
+    request's disconnect message."""
+    from modelctl.record.errors import ClientGone
+    from modelctl.server.state import while_connected
+
+    class Connection:  # what a route's Request gives: receive() ends with the hang-up
+        def __init__(self) -> None:
+            self.hang_up = asyncio.Event()
+
+        async def receive(self) -> dict[str, str]:
+            await self.hang_up.wait()
+            return {"type": "http.disconnect"}
+
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    registry.add({"id": "m", "backend": "held", "installed": True})
+    backend = HeldBackend(settings=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store))
+
+    async def main() -> None:
+        first = asyncio.create_task(requests.arequest("chat", "m", HELLO))
+        await _until(lambda: hasattr(backend, "handle") and backend.handle.started.is_set())
+        client = Connection()
+        queued = asyncio.create_task(
+            while_connected(client, requests.arequest("chat", "m", HELLO))  # type: ignore[arg-type]
+        )
+        await _until(lambda: requests.admission.waiting("m") == 1)
+        client.hang_up.set()
+        with pytest.raises(ClientGone):
+            await queued
+        assert requests.admission.waiting("m") == 0 and scheduler.slots["m"].in_flight == 1
+        backend.handle.release.set()
+        await first
+        stays = Connection()  # a client that stays gets its answer, and nothing is cancelled
+        answer = await while_connected(stays, requests.arequest("chat", "m", HELLO))  # type: ignore[arg-type]
+        assert answer["choices"][0]["message"]["content"] == "hello"
+
+    asyncio.run(main())
+    assert scheduler.slots["m"].in_flight == 0 and backend.handle.most == 1
+    registry.close()

@@ -25,6 +25,7 @@
     ├── MissingPackage                 a connector whose framework is not installed
     ├── ServerUnavailable              no modelctl server answers at the configured URL
     ├── Unauthorized                   a request to the server without its API key
+    ├── ClientGone                     a request whose client went away before its answer
     └── StoreError                     the database cannot be opened or written
         └── SchemaTooNew               the database was written by a newer modelctl
 
@@ -37,6 +38,7 @@ __all__ = [
     "BackendError",
     "Busy",
     "Cancelled",
+    "ClientGone",
     "ConfigError",
     "Conflict",
     "FitError",
@@ -245,6 +247,10 @@ class ServerUnavailable(ModelctlError):
     """No modelctl server answers at the configured URL."""
 
     exit_code = 6
+
+
+class ClientGone(ModelctlError):
+    """A request whose client went away before its answer: what it held is given back."""
 
 
 class Unauthorized(ModelctlError):

@@ -29,6 +29,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.Conflict, 409, "conflict"),
     (errors.InsufficientMemory, 503, "insufficient_memory"),
     (errors.Busy, 503, "busy"),
+    (errors.ClientGone, 499, "client_gone"),  # nobody reads it: for the log's sake
     (errors.NotSupported, 400, "not_supported"),
     (errors.UnsafePath, 400, "unsafe_path"),
     (errors.LoadFailed, 502, "load_failed"),

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelctl import __version__
 from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.units import format_parameters, parse_duration, parse_field
-from modelctl.server.state import ServerState, client_name, state, usable
+from modelctl.server.state import ServerState, client_name, state, usable, while_connected
 
 __all__ = ["router"]
 
@@ -155,7 +155,9 @@ async def chat(payload: ChatRequest, request: Request) -> Response:
         return await to_thread.run_sync(_lifecycle_only, ctl, model_id, options, "chat")
     messages = [_message_in(m) for m in payload.messages]
     started = time.perf_counter_ns()
-    answer = await ctl.manager.achat(messages, model_id, client=client_name(request), **options)
+    answer = await while_connected(
+        request, ctl.manager.achat(messages, model_id, client=client_name(request), **options)
+    )
     return await _reply(answer, model_id, "chat", started, payload.stream)
 
 
@@ -170,12 +172,16 @@ async def generate(payload: GenerateRequest, request: Request) -> Response:
     started = time.perf_counter_ns()
     client = client_name(request)
     if payload.raw:
-        answer = await ctl.manager.acomplete(payload.prompt, model_id, client=client, **options)
+        answer = await while_connected(
+            request, ctl.manager.acomplete(payload.prompt, model_id, client=client, **options)
+        )
         return await _reply(answer, model_id, "generate", started, payload.stream)
     messages = [{"role": "user", "content": payload.prompt}]
     if payload.system:
         messages.insert(0, {"role": "system", "content": payload.system})
-    answer = await ctl.manager.achat(messages, model_id, client=client, **options)
+    answer = await while_connected(
+        request, ctl.manager.achat(messages, model_id, client=client, **options)
+    )
     return await _reply(answer, model_id, "generate", started, payload.stream)
 
 
@@ -294,7 +300,9 @@ async def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
     if not texts:
         raise InvalidRequest("input: give at least one text")
     started = time.perf_counter_ns()
-    vectors = await ctl.manager.aembed(texts, model_id, client=client_name(request))
+    vectors = await while_connected(
+        request, ctl.manager.aembed(texts, model_id, client=client_name(request))
+    )
     total = time.perf_counter_ns() - started
     return JSONResponse(
         {"model": model_id, "embeddings": vectors, "total_duration": total, "load_duration": 0}
@@ -306,7 +314,9 @@ async def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONRespo
     """The older endpoint: one prompt, one `embedding`."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
-    vectors = await ctl.manager.aembed([payload.prompt], model_id, client=client_name(request))
+    vectors = await while_connected(
+        request, ctl.manager.aembed([payload.prompt], model_id, client=client_name(request))
+    )
     return JSONResponse({"embedding": vectors[0]})
 
 

@@ -21,7 +21,7 @@ from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.record.units import parse_duration, parse_field
 from modelctl.server.errors import body, classify
-from modelctl.server.state import client_name, state, usable
+from modelctl.server.state import client_name, state, usable, while_connected
 
 __all__ = ["router"]
 
@@ -142,7 +142,9 @@ async def _answer(
     ctl = state(request)
     model_id = ctl.resolve(model)
     method = ctl.manager.achat if kind == "chat" else ctl.manager.acomplete
-    answer = await method(payload, model_id, client=client_name(request, user), **options)
+    answer = await while_connected(
+        request, method(payload, model_id, client=client_name(request, user), **options)
+    )
     if not options.get("stream"):
         return JSONResponse(answer)
     first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error
@@ -173,7 +175,9 @@ async def embeddings(payload: EmbeddingRequest, request: Request) -> JSONRespons
     texts = [payload.input] if isinstance(payload.input, str) else payload.input
     if not texts:
         raise InvalidRequest("input: give at least one text")
-    vectors = await ctl.manager.aembed(texts, model_id, client=client_name(request, payload.user))
+    vectors = await while_connected(
+        request, ctl.manager.aembed(texts, model_id, client=client_name(request, payload.user))
+    )
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, payload.encoding_format)}
         for i, v in enumerate(vectors)

@@ -3,9 +3,16 @@ route finds it, and the questions several APIs ask of it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from modelctl.record.errors import ClientGone
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -14,7 +21,7 @@ if TYPE_CHECKING:
     from modelctl.server.jobs import Jobs
     from modelctl.server.metrics import Metrics
 
-__all__ = ["ServerState", "client_name", "state", "usable"]
+__all__ = ["ServerState", "client_name", "state", "usable", "while_connected"]
 
 
 @dataclass
@@ -67,3 +74,29 @@ def usable(ctl: ServerState) -> list[dict[str, Any]]:
         for r in ctl.manager.registry.records(order_by="id")
         if r.get("installed") or r.get("backend") not in local
     ]
+
+
+async def while_connected(request: Request, work: Awaitable[T]) -> T:
+    """`work` (a request to a model), cancelled if the client goes away first: a request
+    queued for a busy model leaves the queue, one that runs lets go as its step ends. The
+    server does not cancel a handler whose client is gone; this watches for it."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already: what comes next is the hang-up
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(gone())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task  # what it holds is given back before the handler ends
+    raise ClientGone("the client went away before its answer")
