@@ -122,6 +122,29 @@ def _duration(value: Any) -> float:
     return parse_duration(value)
 
 
+def _switch(value: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (in a file: a TOML boolean)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _commands(value: Any) -> dict[str, Any]:
+    """Per-model commands: {model: "template"} or {model: {command, ready, parallel, …}},
+    each checked where it is used (runtime/supervisor.CommandSpec)."""
+    if not isinstance(value, dict):
+        raise ValueError('must be a table: [commands] MODEL = "llama-server -m {path} …"')
+    for name, spec in value.items():
+        if not isinstance(spec, str | dict):
+            raise ValueError(f"command for {name!r} must be a template or a table")
+    return dict(value)
+
+
 def _endpoints(value: Any) -> dict[str, dict[str, str | None]]:
     """Named OpenAI-compatible servers: {name: {base_url, api_key_env}}; keys stay in the env."""
     if not isinstance(value, dict):
@@ -317,6 +340,27 @@ SETTINGS: dict[str, Setting] = {
             lambda v: 300.0,
             "seconds an idle model stays loaded (-1 forever, 0 at once)",
             env=("OLLAMA_KEEP_ALIVE",),
+        ),
+        Setting(
+            "workers",
+            _switch,
+            lambda v: None,
+            "run each local model in a worker process (default: yes for `modelctl serve`, no "
+            "for the Python library)",
+        ),
+        Setting(
+            "commands",
+            _commands,
+            lambda v: {},
+            'per-model server commands ([commands] MODEL = "llama-server -m {path} --port '
+            '{port}", or a table with command, ready, parallel, stop_signal, load_timeout)',
+        ),
+        Setting("load_timeout", _seconds, lambda v: 300.0, "seconds a worker may take to load"),
+        Setting(
+            "shutdown_grace",
+            _seconds,
+            lambda v: 10.0,
+            "seconds a stopping server lets requests in flight finish (then stops the workers)",
         ),
         Setting(
             "hf_endpoint",

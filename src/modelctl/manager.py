@@ -329,6 +329,20 @@ class ModelManager:
     def loaded(self) -> list[dict[str, Any]]:
         return self.scheduler.loaded()
 
+    def logs(self, model: str, lines: int = 100) -> dict[str, Any]:
+        """The last `lines` lines of a model's worker log (what its runtime printed, and each
+        start and exit); NotFound when it never ran in a worker."""
+        from modelctl.record.errors import NotFound
+        from modelctl.runtime.supervisor import log_tail, safe_name
+
+        model_id = self.registry.resolve(model)
+        path = self.home / "logs" / "workers" / f"{safe_name(model_id)}.log"
+        if not path.is_file():
+            raise NotFound(
+                f"{model_id} has no worker log", hint="it has not run in a worker on this machine"
+            )
+        return {"model": model_id, "path": str(path), "lines": log_tail(path, lines)}
+
     def unload_least_used(self) -> str | None:
         return self.scheduler.unload_least_used()
 

@@ -131,6 +131,9 @@ class Handle:
     # seconds the scheduler keeps it loaded while idle (-1 forever), kept up to date by the
     # scheduler: a runtime whose daemon has a timer of its own sends it with every request
     keep_alive: float | None = None
+    # load options that change what the loaded model can do (a context length, embeddings): a
+    # request that asks for another value reloads it
+    reloads_for: tuple[str, ...] = ()
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         raise NotSupported(f"{self.model_id} cannot chat")

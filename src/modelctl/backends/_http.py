@@ -7,14 +7,25 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from modelctl.backends import Backend, BackendError
+from modelctl.record import errors
+from modelctl.record.errors import Busy, ModelctlError
 
 
-def refused(backend: str, status: int, text: str, reason: str | None) -> BackendError:
-    """An HTTP error answer, in words: the server's own message when it sent one."""
+def refused(backend: str, status: int, text: str, reason: str | None) -> ModelctlError:
+    """An HTTP error answer, in words: the server's own message when it sent one. A modelctl
+    server (a worker, another gateway) names its error's class: the same error is raised here,
+    so that a prompt too long for a worker's model is still the client's 400."""
     try:
         body = json.loads(text)
         detail = body.get("error") if isinstance(body, dict) else None
         if isinstance(detail, dict):
+            kind = getattr(errors, str(detail.get("modelctl_error")), None)
+            if (
+                isinstance(kind, type)
+                and issubclass(kind, ModelctlError)
+                and kind.__init__ in (ModelctlError.__init__, Busy.__init__)
+            ):
+                return kind(str(detail.get("message")), hint=detail.get("hint"))
             detail = detail.get("message") or json.dumps(detail)
     except ValueError:
         detail = text[:200]

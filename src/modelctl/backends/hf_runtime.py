@@ -32,6 +32,8 @@ def model_folder(location: str) -> Path:
 
 
 class TransformersHandle(Handle):
+    reloads_for = ("embedding",)
+
     def __init__(self, model: Model, location: str, **options: Any) -> None:
         # one request at a time: a fast tokenizer refuses concurrent use ("Already borrowed")
         self._lock = threading.Lock()

@@ -274,6 +274,7 @@ class LlamaCppHandle(Handle):
     """A GGUF model in this process through llama-cpp-python; chat uses the file's template."""
 
     device = "cpu"
+    reloads_for = ("context", "embedding", "gpu_layers")
 
     def __init__(self, model: Model, path: str, **options: Any) -> None:
         try:
@@ -296,6 +297,7 @@ class LlamaCppHandle(Handle):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
         self.device = "gpu" if gpu_layers and llama_cpp.llama_supports_gpu_offload() else "cpu"
+        self.context = self.llm.n_ctx()
         self.has_template = bool((self.llm.metadata or {}).get("tokenizer.chat_template"))
         self._longest: int | None = None  # the longest token's spelling, in bytes, when asked
 

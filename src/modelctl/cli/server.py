@@ -1,5 +1,5 @@
 """`serve`, and the commands that act on the running server, where loaded models live:
-`load`, `unload`, `use`, `ps` (as Ollama's CLI acts on its daemon)."""
+`load`, `unload`, `use`, `ps` (as Ollama's CLI acts on its daemon), and `logs`."""
 
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("unload")(unload)
     app.command("use")(use)
     app.command("ps")(ps)
+    app.command("logs")(logs)
 
 
 def serve(
@@ -154,8 +155,8 @@ def ps(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_row(
             slot["model"] + mark + (" (pinned)" if slot["pinned"] else ""),
             slot["state"] if not slot.get("error") else f"failed: {slot['error']}",
-            format_memory(slot["size"]),
-            slot.get("device") or "-",
+            format_memory(slot.get("counted") or slot["size"]),
+            (slot.get("device") or "-") + (f" pid {slot['pid']}" if slot.get("pid") else ""),
             _until(slot),
             str(slot["in_flight"]),
             f"{speed:.1f}" if speed else "-",
@@ -168,6 +169,29 @@ def ps(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     budget = data.get("budget")
     shown = format_memory(budget) if budget is not None else "no limit"
     _common.say(f"memory: {format_memory(data['used'])} of {shown}")
+
+
+def logs(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model whose worker log to show.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many lines.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """A model's worker log: what its runtime printed, and each start and exit (with why).
+    Read from the server, or from this machine's files when no server answers."""
+    from urllib.parse import quote
+
+    from modelctl.record.errors import ServerUnavailable
+
+    try:
+        data = _client(ctx).call("GET", f"/api/v1/logs/{quote(model)}", params={"lines": lines})
+    except ServerUnavailable:
+        data = _common.state(ctx).manager.logs(model, lines)
+    if as_json:
+        _common.emit_json(data)
+        return
+    for line in data["lines"]:
+        typer.echo(line)
 
 
 def _until(slot: dict[str, Any]) -> str:

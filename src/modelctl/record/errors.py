@@ -19,7 +19,8 @@
     ├── BackendError                   a backend refused, failed or could not be reached
     │   ├── NotSupported               the backend does not do this (delete an API's model)
     │   ├── UnsafePath                 a path that leads outside the backend's own store
-    │   └── PartialDelete              a delete that stopped half-way; names what is left
+    │   ├── PartialDelete              a delete that stopped half-way; names what is left
+    │   └── WorkerFailed               a model's worker process exited under a request
     ├── LoadFailed                     a model that could not be loaded; the scheduler keeps why
     ├── Cancelled                      an install job that was asked to stop
     ├── MissingPackage                 a connector whose framework is not installed
@@ -63,6 +64,7 @@ __all__ = [
     "StoreError",
     "Unauthorized",
     "UnsafePath",
+    "WorkerFailed",
 ]
 
 
@@ -225,6 +227,11 @@ class PartialDelete(BackendError):
     def __init__(self, message: str, *, left: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.left = left
+
+
+class WorkerFailed(BackendError):
+    """A model's worker process exited (crashed, or was killed) under a request: the request
+    ends, the model is marked failed with the exit status, and the next request reloads it."""
 
 
 class LoadFailed(ModelctlError):

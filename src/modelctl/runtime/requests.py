@@ -61,13 +61,25 @@ def make_scheduler(
     if budget is None:
         budget = max(0, psutil.virtual_memory().available - RESERVE)
 
+    from modelctl.runtime.supervisor import Launcher, Supervisor
+
+    # a model with a command runs in it always; the others in modelctl's own worker where the
+    # `workers` setting says so (a server's default), else in this process (the library's)
+    supervisor = Supervisor(
+        logs=settings.home / "logs" / "workers", home=settings.home, own=bool(settings.workers),
+        commands=settings.commands, load_timeout=settings.load_timeout,
+    )  # fmt: skip
+
     def resolve(model_id: str) -> tuple[Model, Any]:
         model = registry[model_id]
         if model.status == "deleting":  # read under the scheduler's lock: a delete that
             # marked it first finds no load to wait for, and one that marks it after finds
             # this load's slot and waits for it before the files go
             raise NotInstalled(f"{model_id} is being deleted", hint=f"modelctl pull {model_id}")
-        return model, backend(model.backend)
+        runs_on = backend(model.backend)
+        if supervisor.runs(model, runs_on):
+            return model, Launcher(supervisor, runs_on)  # a worker process of its own
+        return model, runs_on
 
     estimates: dict[tuple[Any, ...], int] = {}  # a record unchanged since: the same answer
 
@@ -98,10 +110,13 @@ def make_scheduler(
     def persist(state: dict[str, Any]) -> None:
         registry.store.put_state(STATE_KEY, state)
 
-    return Scheduler(
+    scheduler = Scheduler(
         resolve=resolve, estimate=estimate, budget=budget, max_loaded=settings.max_loaded,
         keep_alive=settings.keep_alive, measure=rss, persist=persist,
     )  # fmt: skip
+    supervisor.on_exit = scheduler.failed  # a worker that dies: its model fails
+    scheduler.supervisor = supervisor
+    return scheduler
 
 
 def _check_load(options: dict[str, Any]) -> None:

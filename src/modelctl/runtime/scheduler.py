@@ -13,14 +13,23 @@ Rules:
   InsufficientMemory naming what is loaded and what is needed;
 - keep-alive: an idle model is unloaded after its keep-alive (seconds; -1 forever, 0 at once);
 - the budget counts each model's estimate (weights + KV cache + compute at its context), the
-  figure the memory benchmark checks against llama.cpp: a freshly loaded model's resident size
-  understates it, since weights are paged in as they are used.
+  figure the memory benchmark checks against llama.cpp, or, for a model in a worker process,
+  the larger of the estimate and the worker's resident memory as measured (at load, and at
+  every reaper pass): the budget stays honest for a model the estimator got wrong;
+- a model whose runtime dies under it (a worker killed, a crash) goes to failed with the reason
+  (`failed`); the next request loads it again, at once after one crash, then after a backoff
+  that doubles with each crash in a row (1 s, 2 s, … 60 s): meanwhile requests get Busy with
+  Retry-After;
+- a request whose load options differ from the loaded model's (a larger context, embeddings on
+  a chat model) reloads it once its requests in flight end, as Ollama does.
 
-Loads run outside the lock, so requests to loaded models never wait for another model's load.
+Loads and unloads run outside the lock: requests to loaded models never wait for another
+model's load, and a worker being stopped holds up nobody but the loads that need its room.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,13 +39,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelctl.record.errors import InsufficientMemory, LoadFailed, ModelctlError
+from modelctl.record.errors import Busy, InsufficientMemory, LoadFailed, ModelctlError
 from modelctl.record.units import format_memory
 from modelctl.runtime.events import EventBus
 
 if TYPE_CHECKING:
     from modelctl.backends import Backend, Handle
     from modelctl.record.model import Model
+    from modelctl.runtime.supervisor import Supervisor
 
 __all__ = ["Scheduler", "Slot"]
 
@@ -59,7 +69,8 @@ class Slot:
     last_used: float = 0.0
     loaded_at: float | None = None
     load_seconds: float | None = None
-    measured: int | None = None  # resident bytes the load added
+    measured: int | None = None  # resident bytes: its worker's, or what the load added here
+    exact: bool = False  # `measured` is the model's own (a worker's process tree): counted
     error: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     speeds: deque[float] = field(default_factory=lambda: deque(maxlen=20))  # tokens/s, recent
@@ -69,6 +80,14 @@ class Slot:
             return None
         return self.last_used + self.keep_alive
 
+    @property
+    def counted(self) -> int:
+        """Bytes it counts against the budget: its estimate, or its worker's resident memory
+        where that is larger."""
+        if self.exact and self.measured:
+            return max(self.size, self.measured)
+        return self.size
+
     def info(self, now: float) -> dict[str, Any]:
         expires = self.expires_at()
         return {
@@ -76,7 +95,9 @@ class Slot:
             "state": self.state,
             "size": self.size,
             "measured": self.measured,
+            "counted": self.counted,
             "device": getattr(self.handle, "device", None),
+            "pid": getattr(getattr(self.handle, "process", None), "pid", None),
             "pinned": self.pinned,
             "priority": self.priority,
             "in_flight": self.in_flight,
@@ -87,6 +108,7 @@ class Slot:
             "load_seconds": self.load_seconds,
             "tokens_per_second": sum(self.speeds) / len(self.speeds) if self.speeds else None,
             "error": self.error,
+            "options": dict(self.options),
         }
 
 
@@ -118,13 +140,16 @@ class Scheduler:
         self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
         self._closing = False  # unloads on the way out are not what the next start restores
+        self._crashes: dict[str, tuple[int, float]] = {}  # model: (crashes in a row, last)
+        self._closers: set[threading.Thread] = set()  # handles being closed, off the lock
+        self.supervisor: Supervisor | None = None  # workers' logs; set where models run in them
 
     # ------------------------------------------------------------------ what is loaded
 
     def used(self) -> int:
         """Bytes counted against the budget: loaded and loading models."""
         return sum(
-            s.size for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")
+            s.counted for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")
         )
 
     def loaded(self) -> list[dict[str, Any]]:
@@ -151,7 +176,20 @@ class Scheduler:
             while True:
                 slot = self.slots.get(model_id)
                 if slot is None or slot.state == "failed":
+                    self._backoff(model_id)
                     break  # this call loads it (a failed load is tried again)
+                if slot.state == "loaded" and self._differs(slot, options):
+                    # loaded with other options: reloaded once its requests end, keeping what
+                    # the request does not change (keep-alive, pin, priority, other options)
+                    options = {**slot.options, **options}
+                    keep_alive = slot.keep_alive if keep_alive is None else keep_alive
+                    pin = slot.pinned if pin is None else pin
+                    priority = slot.priority if priority is None else priority
+                    if slot.in_flight == 0:
+                        self._unload_locked(slot, reason="reload with other options")
+                    else:
+                        self._cond.wait(timeout=0.5)
+                    continue
                 if slot.state == "loaded":
                     self._adjust(slot, keep_alive, pin, priority)
                     slot.last_used = self.clock()
@@ -189,6 +227,57 @@ class Scheduler:
         self.events.emit("model-loading", model=model_id, size=need)
         return self._do_load(slot, model, backend, options, hold)
 
+    @staticmethod
+    def _differs(slot: Slot, options: dict[str, Any]) -> bool:
+        """Whether `options` ask for what the loaded model cannot do as loaded (the options
+        its runtime names in `reloads_for`: a daemon or an API has none)."""
+        for key in getattr(slot.handle, "reloads_for", ()):
+            if key not in options or options[key] is None:
+                continue
+            loaded = slot.options.get(key)
+            if loaded is None and key == "embedding":
+                loaded = getattr(slot.handle, "embedding", None)
+            if loaded is None and key == "context":
+                loaded = getattr(slot.handle, "context", None)
+            if loaded != options[key]:
+                return True
+        return False
+
+    def _backoff(self, model_id: str) -> None:
+        """Busy while a model that crashed again and again waits for its next try."""
+        count, last = self._crashes.get(model_id, (0, 0.0))
+        if count < 2:
+            return
+        wait = min(60.0, 2.0 ** (count - 2))
+        left = last + wait - self.clock()
+        if left > 0:
+            raise Busy(
+                f"{model_id} crashed {count} times in a row; next try in {left:.0f} s",
+                hint=f"`modelctl logs {model_id}` says why", retry_after=max(1, round(left)),
+            )  # fmt: skip
+
+    def failed(self, model_id: str, handle: object, reason: str) -> None:
+        """`handle`'s runtime died (its worker exited): the model goes to failed with `reason`;
+        requests in flight on it end with their runtime's error, the next request reloads it."""
+        with self._cond:
+            slot = self.slots.get(model_id)
+            if slot is None or slot.handle is not handle:
+                return  # unloaded meanwhile, or reloaded since: not this load's business
+            slot.state, slot.error, slot.size, slot.measured = "failed", reason, 0, None
+            slot.handle = None
+            count, last = self._crashes.get(model_id, (0, 0.0))
+            now = self.clock()
+            count = count + 1 if now - last < 300 else 1  # in a row: within 5 minutes
+            self._crashes[model_id] = (count, now)
+            self._cond.notify_all()
+        log.warning("%s failed: %s", model_id, reason)
+        self.events.emit("model-failed", model=model_id, error=reason, crashed=True)
+        self._save()
+        with contextlib.suppress(Exception):
+            close = getattr(handle, "close", None)
+            if close is not None:
+                close()  # its clients and whatever is left of its process tree
+
     def _adjust(
         self, slot: Slot, keep_alive: float | None, pin: bool | None, priority: int | None
     ) -> None:
@@ -216,14 +305,17 @@ class Scheduler:
                 self._cond.notify_all()
             self.events.emit("model-failed", model=slot.model_id, error=reason)
             raise LoadFailed(f"{slot.model_id} failed to load: {reason}") from exc
-        after = self.measure() if self.measure else None
+        after = self.measure() if self.measure and not hasattr(handle, "resident") else None
         handle.keep_alive = slot.keep_alive
         with self._cond:
             slot.handle, slot.state = handle, "loaded"
             slot.in_flight += hold  # held for its request before anyone can evict it
             slot.loaded_at = slot.last_used = self.clock()
             slot.load_seconds = slot.loaded_at - started
-            if before is not None and after is not None:
+            resident = getattr(handle, "resident", None)
+            if resident is not None:  # a worker: its own process tree, measured exactly
+                slot.measured, slot.exact = handle.memory, True
+            elif before is not None and after is not None:
                 slot.measured = handle.memory = max(0, after - before)
             self._cond.notify_all()
         self.events.emit(
@@ -243,6 +335,10 @@ class Scheduler:
         deadline = self.clock() + self.wait
         told = False
         while not self._fits(need, model_id):
+            remaining = deadline - self.clock()
+            if remaining > 0 and self._fits(need, model_id, after_unloads=True):
+                self._cond.wait(timeout=min(remaining, 0.5))  # room on its way: a worker stops
+                continue
             idle = [
                 s
                 for s in self.slots.values()
@@ -255,6 +351,10 @@ class Scheduler:
             failed = [s for s in self.slots.values() if s.state == "failed"]
             for slot in failed:
                 del self.slots[slot.model_id]
+            remaining = deadline - self.clock()
+            if remaining > 0 and any(s.state == "unloading" for s in self.slots.values()):
+                self._cond.wait(timeout=min(remaining, 0.5))  # what stops may be enough
+                continue
             busy = [
                 s
                 for s in self.slots.values()
@@ -263,7 +363,7 @@ class Scheduler:
             remaining = deadline - self.clock()
             if not busy or remaining <= 0:
                 held = ", ".join(
-                    f"{s.model_id} ({format_memory(s.size)}{', pinned' if s.pinned else ''}"
+                    f"{s.model_id} ({format_memory(s.counted)}{', pinned' if s.pinned else ''}"
                     f"{', busy' if s.in_flight else ''})"
                     for s in self.slots.values() if s.state in ("loaded", "loading")
                 ) or "nothing"  # fmt: skip
@@ -279,11 +379,14 @@ class Scheduler:
                 told = True
             self._cond.wait(timeout=min(remaining, 0.5))
 
-    def _fits(self, need: int, model_id: str) -> bool:
-        active = [s for s in self.slots.values() if s.state in ("loading", "loaded", "unloading")]
+    def _fits(self, need: int, model_id: str, *, after_unloads: bool = False) -> bool:
+        """Whether `need` more bytes (and one more model) fit now, or once the models being
+        unloaded are gone."""
+        states = ("loading", "loaded") if after_unloads else ("loading", "loaded", "unloading")
+        active = [s for s in self.slots.values() if s.state in states]
         if self.max_loaded is not None and len(active) >= self.max_loaded:
             return False
-        return self.budget is None or self.used() + need <= self.budget
+        return self.budget is None or sum(s.counted for s in active) + need <= self.budget
 
     # ------------------------------------------------------------------ using
 
@@ -324,7 +427,10 @@ class Scheduler:
         with self._cond:
             slot.in_flight -= 1
             slot.last_used = self.clock()
-            if slot.in_flight == 0 and slot.keep_alive == 0 and not slot.pinned:
+            if (
+                slot.in_flight == 0 and slot.keep_alive == 0 and not slot.pinned
+                and slot.state == "loaded" and self.slots.get(slot.model_id) is slot
+            ):  # fmt: skip
                 self._unload_locked(slot, reason="keep-alive 0")
             self._cond.notify_all()
 
@@ -339,9 +445,19 @@ class Scheduler:
     def _unload_locked(
         self, slot: Slot, *, event: str = "model-unloaded", reason: str = "asked"
     ) -> None:
-        """Under the lock, with the slot idle: close it and forget it."""
+        """Under the lock, with the slot idle: mark it unloading and close it in a thread of
+        its own, off the lock (a worker takes a while to stop); the slot counts against the
+        budget until its memory is back, then it is forgotten. `_gone` waits for that."""
         slot.state = "unloading"
         self.events.emit("model-unloading", model=slot.model_id, reason=reason)
+        closer = threading.Thread(
+            target=self._close, args=(slot, event, reason), name=f"modelctl-unload-{slot.model_id}",
+            daemon=True,
+        )  # fmt: skip
+        self._closers.add(closer)
+        closer.start()
+
+    def _close(self, slot: Slot, event: str, reason: str) -> None:
         error = None
         try:
             if slot.handle is not None:
@@ -350,12 +466,27 @@ class Scheduler:
             error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.warning("closing %s failed: %s", slot.model_id, error)
         finally:
-            slot.handle = None
-            self.slots.pop(slot.model_id, None)
-            if self.current == slot.model_id:
-                self.current = None
-            self._cond.notify_all()
-        self.events.emit(event, model=slot.model_id, reason=reason, error=error)
+            with self._cond:
+                slot.handle = None
+                if self.slots.get(slot.model_id) is slot:
+                    del self.slots[slot.model_id]
+                if self.current == slot.model_id and slot.model_id not in self.slots:
+                    self.current = None
+                self._closers.discard(threading.current_thread())
+                self._cond.notify_all()
+            self.events.emit(event, model=slot.model_id, reason=reason, error=error)
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        """Wait until no model is being unloaded (their memory is back); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not any(s.state == "unloading" for s in self.slots.values()),
+                timeout=timeout,
+            )
+
+    def _gone(self, slot: Slot, timeout: float = 60.0) -> None:
+        """Under the lock: wait until an unloading slot's memory is back."""
+        self._cond.wait_for(lambda: self.slots.get(slot.model_id) is not slot, timeout=timeout)
 
     def unload(self, model_id: str, *, reason: str = "asked") -> bool:
         """Unload once its requests in flight finish (never mid-request); False if not loaded."""
@@ -369,13 +500,21 @@ class Scheduler:
             self._cond.wait_for(
                 lambda: slot.in_flight == 0 and slot.state not in ("waiting", "loading")
             )
-            if self.slots.get(model_id) is slot:
+            if self.slots.get(model_id) is slot and slot.state == "loaded":
                 self._unload_locked(slot, reason=reason)
+            self._gone(slot)
         self._save()
         return True
 
     def unload_all(self) -> list[str]:
-        names = list(self.slots)
+        """Unload every model (each once its requests end), their workers stopped together."""
+        with self._cond:
+            names = list(self.slots)
+            for slot in list(self.slots.values()):
+                if slot.state == "failed":
+                    del self.slots[slot.model_id]
+                elif slot.state == "loaded" and slot.in_flight == 0:
+                    self._unload_locked(slot)
         for name in names:
             self.unload(name)
         return names
@@ -392,13 +531,25 @@ class Scheduler:
                 return None
             victim = min(idle, key=lambda s: (s.priority, s.last_used))
             self._unload_locked(victim, event="model-evicted", reason="least used")
+            self._gone(victim)
         self._save()
         return victim.model_id
 
     def reap(self) -> list[str]:
-        """Unload idle models past their keep-alive; returns their ids."""
+        """Unload idle models past their keep-alive; returns their ids. Measures each worker's
+        memory again first (off the lock): the budget counts what it has grown to."""
+        with self._cond:
+            workers = [
+                (s, s.handle) for s in self.slots.values()
+                if s.state == "loaded" and s.exact and s.handle is not None
+            ]  # fmt: skip
+        for slot, handle in workers:
+            resident = handle.resident()  # type: ignore[attr-defined]
+            with self._cond:
+                if slot.handle is handle and resident:
+                    slot.measured = handle.memory = resident
         now = self.clock()
-        gone = []
+        gone: list[Slot] = []
         with self._cond:
             for slot in list(self.slots.values()):
                 expires = slot.expires_at()
@@ -409,10 +560,12 @@ class Scheduler:
                     and not slot.pinned
                 ):
                     self._unload_locked(slot, reason="keep-alive expired")
-                    gone.append(slot.model_id)
+                    gone.append(slot)
+            for slot in gone:
+                self._gone(slot)
         if gone:
             self._save()
-        return gone
+        return [slot.model_id for slot in gone]
 
     def start_reaper(self, interval: float = 1.0) -> None:
         """A background thread that applies keep-alive every `interval` seconds."""
@@ -435,6 +588,10 @@ class Scheduler:
         self.save()
         self._closing = True
         self.unload_all()
+        for closer in list(self._closers):
+            closer.join(timeout=30)
+        if self.supervisor is not None:
+            self.supervisor.close()
 
     # ------------------------------------------------------------------ the current model
 

@@ -6,7 +6,9 @@ import gc
 import ipaddress
 import logging
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -170,14 +172,40 @@ def serve(
     import uvicorn
 
     check_bind(host, api_key)
+    settings = manager.settings
+    if settings.workers is None:  # unset: a server runs each local model in a worker
+        settings.values["workers"] = True
     sock = listen(host, port)
     app = create_app(manager, api_key=api_key, restore=restore, only=only, host=host)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{sock.getsockname()[1]}")
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then passes Ctrl-C on
-        uvicorn.Server(config).run(sockets=[sock])
+    # a stop (Ctrl-C, SIGTERM) stops accepting, lets requests in flight finish for the grace
+    # period, then the lifespan's end saves what is loaded and the manager stops the workers
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, timeout_keep_alive=30,
+        timeout_graceful_shutdown=settings.shutdown_grace,
+    )  # fmt: skip
+    # uvicorn stops cleanly, then raises the signal again once its own handlers are gone:
+    # Ctrl-C arrives as KeyboardInterrupt, SIGTERM as Stopped (not the default handler, which
+    # would end the process before the manager saves its state and stops the workers)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        with contextlib.suppress(KeyboardInterrupt, Stopped):
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Stopped(BaseException):
+    """SIGTERM, after the server's graceful stop: the caller closes what is left."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -32,6 +32,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.ClientGone, 499, "client_gone"),  # nobody reads it: for the log's sake
     (errors.NotSupported, 400, "not_supported"),
     (errors.UnsafePath, 400, "unsafe_path"),
+    (errors.WorkerFailed, 502, "worker_failed"),
     (errors.LoadFailed, 502, "load_failed"),
     (errors.BackendError, 502, "backend_error"),
     (errors.StoreError, 503, "store_error"),

@@ -98,6 +98,12 @@ class ModelChanges(BaseModel):
     )
 
 
+@router.get("/logs/{ref:path}")
+def logs(ref: str, request: Request, lines: int = Query(100, ge=0, le=10_000)) -> dict[str, Any]:
+    """The last lines of a model's worker log: its runtime's output, each start and exit."""
+    return state(request).manager.logs(ref, lines)
+
+
 @router.get("/models/{ref:path}")
 def get_model(ref: ModelPath, request: Request) -> dict[str, Any]:
     """One model's record, with its groups."""
