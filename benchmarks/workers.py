@@ -176,17 +176,21 @@ def load_times(server: Server, path: Path, runs: int) -> dict[str, float]:
 
 
 def memory_back(server: Server) -> dict[str, float]:
-    """The machine's used memory before a load of the big model and after its unload."""
+    """The big model's worker (after a request, so its weights are paged in), and the machine's
+    used memory (page cache not counted) before the load and after the unload."""
     with httpx.Client(base_url=server.url, timeout=120) as client:
         before = psutil.virtual_memory().used
         client.post("/api/v1/loaded", json={"model": "big", "context": 512}).raise_for_status()
-        loaded = psutil.virtual_memory().used
+        body = {"model": "big", "prompt": "Once upon", "max_tokens": 4}
+        client.post("/v1/completions", json=body).raise_for_status()
+        (slot,) = [s for s in client.get("/api/v1/loaded").json()["models"] if s["model"] == "big"]
+        resident = psutil.Process(slot["pid"]).memory_info().rss
         client.request("DELETE", "/api/v1/loaded/big").raise_for_status()
         after = psutil.virtual_memory().used
     return {
-        "loaded_mb": (loaded - before) / 2**20,
-        "after_unload_mb": (after - before) / 2**20,
-        "back_within_pct": abs(after - before) / max(1, loaded - before) * 100,
+        "worker_resident_mb": resident / 2**20,
+        "used_after_unload_minus_before_mb": (after - before) / 2**20,
+        "left_pct_of_worker": (after - before) / resident * 100,
     }
 
 
@@ -226,7 +230,10 @@ async def crashes(server: Server, rounds: int, streams: int) -> dict[str, Any]:
             body = {"model": "a", "messages": HELLO, "max_tokens": 400}
             await client.post("/v1/chat/completions", json=body | {"max_tokens": 1})
             loaded = (await client.get("/api/v1/loaded")).json()["models"]
-            pid = next(s["pid"] for s in loaded if s["model"] == "a")
+            slot = next(s for s in loaded if s["model"] == "a")
+            pid = slot["pid"]
+            if pid is None:
+                raise SystemExit(f"model a is not in a worker: {slot}")
             begun = asyncio.Event()
             killed: list[float] = []
 
@@ -250,7 +257,10 @@ async def crashes(server: Server, rounds: int, streams: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer runs and clients")
-    quick = parser.parse_args().quick
+    parts = ("streams", "latency", "load", "memory", "crash", "turns")
+    parser.add_argument("--only", choices=parts, action="append", help="run only these parts")
+    args = parser.parse_args()
+    quick, only = args.quick, set(args.only or parts)
     folder = Path(tempfile.mkdtemp(prefix="modelctl-workers-"))
     (folder / "models").mkdir()
     tiny = TinySpec(name="Tiny")
@@ -261,43 +271,49 @@ def main() -> None:
     big_path = write_llama(folder / "models" / "big.gguf", big)
     print(f"workers benchmark; {os.cpu_count()} CPUs; big model {big_path.stat().st_size >> 20} MB")
 
-    server = Server(folder)
-    try:
-        print("\nconcurrent streams on one model (8 tokens each)")
-        rss_before = None
-        for clients in (1, 16, 64) if quick else (1, 16, 64, 256):
-            result = asyncio.run(concurrency(server, ["a"], clients))
-            rss_before = rss_before or server.rss()
-            print(f"  {clients:>3} clients: {result['seconds']:.2f} s, {result['results']}, "
-                  f"/health p99 {result['health_p99_ms']:.1f} ms")  # fmt: skip
-        print(f"  gateway resident: {rss_before >> 20} MB after the first run, "
-              f"{server.rss() >> 20} MB after the last")  # fmt: skip
-        print("\none client, one-token chats: gateway → worker beside the worker directly")
-        figures = latency(server, 40 if quick else 200)
-        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
-        print("\nload: a worker beside llama-cpp-python in a fresh process (the big model)")
-        figures = load_times(server, big_path, 3 if quick else 7)
-        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
-        print("\nthe machine's memory around a load and an unload of the big model")
-        figures = memory_back(server)
-        print("  " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
-        print("\nkill -9 of a worker in the middle of 16 streams")
-        result = asyncio.run(crashes(server, 5 if quick else 20, 16))
-        print(f"  {result}")
-    finally:
-        server.stop()
+    if only - {"turns"}:
+        server = Server(folder)
+        try:
+            if "streams" in only:
+                print("\nconcurrent streams on one model (8 tokens each)")
+                streams(server, ["a"], quick)
+            if "latency" in only:
+                print("\none client, one-token chats: gateway → worker beside the worker directly")
+                show(latency(server, 40 if quick else 200))
+            if "load" in only:
+                print("\nload: a worker beside llama-cpp-python in a fresh process (big model)")
+                show(load_times(server, big_path, 3 if quick else 7))
+            if "memory" in only:
+                print("\nthe machine's memory around a load and an unload of the big model")
+                show(memory_back(server))
+            if "crash" in only:
+                print("\nkill -9 of a worker in the middle of 16 streams")
+                print(f"  {asyncio.run(crashes(server, 5 if quick else 20, 16))}")
+        finally:
+            server.stop()
+    if "turns" in only:  # two models that must take turns: a budget that holds one worker
+        budget = 60 << 20
+        server = Server(folder, memory_budget=str(budget))
+        try:
+            print(f"\ntwo models taking turns in a {budget >> 20} MB budget (8 tokens each)")
+            streams(server, ["a", "b"], quick)
+        finally:
+            server.stop()
 
-    # two models that must take turns: a budget that holds one worker
-    budget = str(60 << 20)
-    server = Server(folder, memory_budget=budget)
-    try:
-        print(f"\ntwo models taking turns in a {int(budget) >> 20} MB budget")
-        for clients in (1, 16, 64) if quick else (1, 16, 64, 256):
-            result = asyncio.run(concurrency(server, ["a", "b"], clients))
-            print(f"  {clients:>3} clients: {result['seconds']:.2f} s, {result['results']}, "
-                  f"/health p99 {result['health_p99_ms']:.1f} ms")  # fmt: skip
-    finally:
-        server.stop()
+
+def show(figures: dict[str, float]) -> None:
+    print("  " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
+
+
+def streams(server: Server, models: list[str], quick: bool) -> None:
+    rss_first = None
+    for clients in (1, 16, 64) if quick else (1, 16, 64, 256):
+        result = asyncio.run(concurrency(server, models, clients))
+        rss_first = rss_first or server.rss()
+        print(f"  {clients:>3} clients: {result['seconds']:.2f} s, {result['results']}, "
+              f"/health p99 {result['health_p99_ms']:.1f} ms")  # fmt: skip
+    print(f"  gateway resident: {rss_first >> 20} MB after the first run, "
+          f"{server.rss() >> 20} MB after the last")  # fmt: skip
 
 
 if __name__ == "__main__":

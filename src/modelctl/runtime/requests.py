@@ -402,6 +402,8 @@ class Meter:
             cost=pricing.cost(self.tokens_in, self.tokens_out) if pricing else 0.0,
         )
         self.ledger.record(entry)
+        if entry.ok and error is None:
+            self.scheduler.served(self.record.id)
         speed = entry.tokens_per_second
         if entry.ok and speed:
             self.scheduler.record_speed(self.record.id, speed)

@@ -18,8 +18,8 @@ Rules:
   every reaper pass): the budget stays honest for a model the estimator got wrong;
 - a model whose runtime dies under it (a worker killed, a crash) goes to failed with the reason
   (`failed`); the next request loads it again, at once after one crash, then after a backoff
-  that doubles with each crash in a row (1 s, 2 s, … 60 s): meanwhile requests get Busy with
-  Retry-After;
+  that doubles with each crash in a row, with no request served between them (1 s, 2 s, …
+  60 s): meanwhile requests get Busy with Retry-After;
 - a request whose load options differ from the loaded model's (a larger context, embeddings on
   a chat model) reloads it once its requests in flight end, as Ollama does.
 
@@ -433,6 +433,12 @@ class Scheduler:
             ):  # fmt: skip
                 self._unload_locked(slot, reason="keep-alive 0")
             self._cond.notify_all()
+
+    def served(self, model_id: str) -> None:
+        """A request on `model_id` succeeded: its crashes are no longer "in a row"."""
+        if model_id in self._crashes:
+            with self._cond:
+                self._crashes.pop(model_id, None)
 
     def record_speed(self, model_id: str, tokens_per_second: float) -> None:
         with self._cond:

@@ -184,6 +184,8 @@ class WorkerProcess:
         self.exited.set()
         with open(self.log_path, "ab") as out:
             ended = describe_exit(self.process.returncode)
+            if self.stopping:
+                ended = f"stopped ({ended})"
             out.write(f"--- {time.strftime('%H:%M:%S')} {ended}\n".encode())
         if not self.stopping and self.on_exit is not None:
             try:
@@ -491,7 +493,9 @@ class Supervisor:
         health: dict[str, Any] = {}
 
         def probe() -> bool:
-            answer = httpx.get(worker.url + "/health", timeout=1.0)
+            # the socket listens already: the request waits in its backlog until the worker
+            # serves (ready at once), and fails at once if the worker exits
+            answer = httpx.get(worker.url + "/health", timeout=httpx.Timeout(2.0, connect=1.0))
             if answer.status_code == 200:
                 health.update(answer.json())
                 return True

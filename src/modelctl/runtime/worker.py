@@ -185,6 +185,17 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="modelctl-parent-watch", daemon=True).start()
 
 
+def _import_server() -> None:
+    """Load the HTTP server's modules (for their side effect: a later import finds them)."""
+    import importlib
+
+    for name in (
+        "starlette.applications", "starlette.responses", "starlette.routing", "uvicorn",
+        "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl",
+    ):  # fmt: skip
+        importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelctl.runtime.worker")
     parser.add_argument("spec", type=Path)
@@ -199,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
     model_id = spec["model"]["id"]
     started = time.perf_counter()
+    # the HTTP server's modules load while the model does (a runtime's load runs in C,
+    # without the GIL): a worker is ready sooner
+    server_modules = threading.Thread(target=_import_server, name="modelctl-imports")
+    server_modules.start()
     try:
         handle = load(spec)
     except Exception as exc:  # the supervisor reads why, the log keeps it
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    server_modules.join()
     sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
         make_app(handle, model_id), log_level="warning", access_log=False, lifespan="off",

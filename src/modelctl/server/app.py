@@ -144,7 +144,7 @@ def create_app(
         return PlainTextResponse("")
 
     @app.get("/health", tags=["server"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the loop: no worker thread to wait for
         return {"status": "ok", "version": __version__, "uptime": time.time() - ctl.started}
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["server"])
