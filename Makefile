@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/http_clients.py
+	$(PY) benchmarks/workers.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench

@@ -7,9 +7,9 @@ Two runtimes start a worker:
   loopback socket and hands its descriptor over, so no port is ever raced for;
 - `command`: any OpenAI-compatible server, started from a per-model template, as llama-swap
   does: `python -m llama_cpp.server --model {path} --port {port}`, `llama-server -m {path}
-  --port {port}`, `vllm serve {path} --port {port}`. A template comes from the settings
-  (`[commands.MODEL]`) or from the record (`custom.command`); placeholders: {path} {port}
-  {host} {model} {name} {context}.
+  --port {port}`, `vllm serve {path} --port {port}`. A template comes from a settings file
+  (`[commands.MODEL]`), never from a record, which clients of the HTTP API may write;
+  placeholders: {path} {port} {host} {model} {name} {context}.
 
 A worker is ready when its readiness path answers 200 (modelctl's: /health; a command's:
 `ready`, /v1/models by default), within `load_timeout`; a worker that exits first is a failed
@@ -416,11 +416,11 @@ class Supervisor:
         self.workers: dict[int, WorkerHandle] = {}
 
     def command_for(self, model: Model) -> CommandSpec | None:
-        """The model's command, from the settings first, then from its record."""
+        """The model's command, from the settings only: a record's metadata can be written
+        through the HTTP API and by import files, and a command there would run whatever a
+        client wrote on this machine."""
         if model.id in self.commands:
             return CommandSpec.parse(self.commands[model.id], f"setting commands.{model.id}")
-        if "command" in model.custom:
-            return CommandSpec.parse(model.custom["command"], f"{model.id}: custom.command")
         return None
 
     def runs(self, model: Model, backend: Backend) -> bool:
