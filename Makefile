@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-stamp
 DEMO_HOME ?= .modelctl-demo
 PORT      ?= 8765
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test soak lint bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# The reliability suite (tests/reliability/) at its long setting: more trials, longer load.
+soak: $(STAMP)
+	MODELCTL_SOAK=1 $(BIN)/pytest -q tests/reliability
 
 bench: $(STAMP)
 	$(PY) benchmarks/registry.py

@@ -297,6 +297,12 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("http_timeout", _seconds, lambda v: 10.0, "seconds to wait for a backend"),
         Setting(
+            "read_timeout",
+            _seconds,
+            lambda v: 600.0,
+            "seconds a remote backend may stay silent inside an answer before the request fails",
+        ),
+        Setting(
             "memory_budget",
             _budget,
             lambda v: None,

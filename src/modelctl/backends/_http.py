@@ -40,6 +40,25 @@ def parse_line(backend: str, text: str) -> dict[str, Any]:
         raise BackendError(f"{backend} sent a broken line: {text[:80]!r}") from None
 
 
+def _finishes(event: dict[str, Any]) -> bool:
+    """Whether a streamed chunk says the answer is complete: a finish reason (OpenAI), or the
+    end of the message (Anthropic's `message_stop`)."""
+    if event.get("type") == "message_stop":
+        return True
+    choices = event.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") for c in choices
+    )
+
+
+def cut_short(backend: str, base_url: str) -> BackendError:
+    """A stream that ended with neither `[DONE]` nor a finish reason: the answer is cut off."""
+    return BackendError(
+        f"{backend} at {base_url} ended its stream before the answer was complete",
+        hint="check the server's log; the request can be sent again",
+    )
+
+
 class Http:
     """A small JSON client for one backend at one base URL (httpx underneath, loaded on use)."""
 
@@ -49,11 +68,15 @@ class Http:
         base_url: str,
         *,
         headers: dict[str, str] | None = None,
-        timeout: float = 10,
+        timeout: float | None = 10,
+        read_timeout: float | None = None,
     ) -> None:
         import httpx
 
         self.backend, self.base_url = backend, base_url.rstrip("/")
+        # `timeout` to connect and for short calls; `read_timeout`, where given, for the
+        # silence a backend may keep inside an answer (a generation, a stream between chunks)
+        self._read = httpx.Timeout(timeout, read=read_timeout) if read_timeout else None
         self._client = httpx.Client(base_url=self.base_url, headers=headers or {}, timeout=timeout)
 
     def close(self) -> None:
@@ -70,19 +93,23 @@ class Http:
         if isinstance(exc, httpx.TimeoutException):
             return BackendError(
                 f"{self.backend} at {self.base_url} did not answer in time",
-                hint="raise http_timeout, or check the server",
+                hint="raise http_timeout or read_timeout, or check the server",
             )
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            return BackendError(f"{self.backend} at {self.base_url} broke off its answer ({exc})")
         return BackendError(f"{self.backend} at {self.base_url}: {exc}")
 
     def _check(self, response: Any) -> None:
         if response.status_code >= 400:
             raise refused(self.backend, response.status_code, response.text, response.reason_phrase)
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, answer: bool = False) -> Any:
+        """One JSON call; `answer` marks a call that generates (given `read_timeout`)."""
         import httpx
 
+        timeout = self._read if answer and self._read else httpx.USE_CLIENT_DEFAULT
         try:
-            response = self._client.request(method, path, json=body)
+            response = self._client.request(method, path, json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             raise self._fail(exc) from None
         self._check(response)
@@ -99,14 +126,14 @@ class Http:
         return self.request("GET", path)
 
     def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, body)
+        return self.request("POST", path, body, answer=True)
 
     def _lines(self, method: str, path: str, body: Any) -> Iterator[str]:
         """A streamed response's lines as they arrive; errors in words, as for any request."""
         import httpx
 
         try:
-            with self._client.stream(method, path, json=body, timeout=None) as response:
+            with self._client.stream(method, path, json=body, timeout=self._read) as response:
                 if response.status_code >= 400:
                     response.read()
                     self._check(response)
@@ -127,13 +154,18 @@ class Http:
 
     def stream_sse(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
         """Server-sent events' `data:` objects until `[DONE]` (the OpenAI streaming format)."""
+        finished = False
         for line in self._lines(method, path, body):
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
                 return
-            yield self._parse(data)
+            event = self._parse(data)
+            finished = finished or _finishes(event)
+            yield event
+        if not finished:
+            raise cut_short(self.backend, self.base_url)
 
 
 class AsyncHttp:
@@ -141,10 +173,16 @@ class AsyncHttp:
     on a proxy's hot path). One session per event loop, made on first use."""
 
     def __init__(
-        self, backend: str, base_url: str, *, headers: dict[str, str], timeout: float
+        self,
+        backend: str,
+        base_url: str,
+        *,
+        headers: dict[str, str],
+        timeout: float,
+        read_timeout: float | None = 600,
     ) -> None:
         self.backend, self.base_url = backend, base_url.rstrip("/")
-        self.headers, self.timeout = headers, timeout
+        self.headers, self.timeout, self.read_timeout = headers, timeout, read_timeout
         self._sessions: dict[int, Any] = {}
 
     def _session(self) -> Any:
@@ -155,7 +193,9 @@ class AsyncHttp:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=600)
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.timeout, sock_read=self.read_timeout
+            )
             session = aiohttp.ClientSession(
                 headers=self.headers, timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
             )
@@ -173,7 +213,12 @@ class AsyncHttp:
                 hint=f"is {self.backend} running, and is its URL right? (modelctl config)",
             )
         if isinstance(exc, asyncio.TimeoutError):
-            return BackendError(f"{self.backend} at {self.base_url} did not answer in time")
+            return BackendError(
+                f"{self.backend} at {self.base_url} did not answer in time",
+                hint="raise http_timeout or read_timeout, or check the server",
+            )
+        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            return BackendError(f"{self.backend} at {self.base_url} broke off its answer ({exc})")
         return BackendError(f"{self.backend} at {self.base_url}: {exc}")
 
     async def post(self, path: str, body: Any) -> Any:
@@ -197,6 +242,7 @@ class AsyncHttp:
                 if response.status >= 400:
                     text = await response.text()
                     raise refused(self.backend, response.status, text, response.reason)
+                finished = False
                 async for raw in response.content:
                     line = raw.decode().strip()
                     if not line.startswith("data:"):
@@ -204,9 +250,13 @@ class AsyncHttp:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    yield parse_line(self.backend, data)
+                    event = parse_line(self.backend, data)
+                    finished = finished or _finishes(event)
+                    yield event
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._fail(exc) from None
+        if not finished:
+            raise cut_short(self.backend, self.base_url)
 
     async def aclose(self) -> None:
         sessions, self._sessions = self._sessions, {}
@@ -235,16 +285,18 @@ class HttpBackend(Backend):
     def http(self) -> Http:
         if self._http is None:
             self._http = Http(
-                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout
-            )
+                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout,
+                read_timeout=self.settings.read_timeout,
+            )  # fmt: skip
         return self._http
 
     @property
     def ahttp(self) -> AsyncHttp:
         if self._ahttp is None:
             self._ahttp = AsyncHttp(
-                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout
-            )
+                self.instance, self.url, headers=self.headers(), timeout=self.settings.http_timeout,
+                read_timeout=self.settings.read_timeout,
+            )  # fmt: skip
         return self._ahttp
 
     async def aclose(self) -> None:

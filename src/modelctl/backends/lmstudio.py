@@ -81,9 +81,15 @@ class LMStudioBackend(HttpBackend):
     def openai(self) -> tuple[Http, AsyncHttp]:
         """Clients for LM Studio's OpenAI-compatible endpoints (`/v1`)."""
         if not hasattr(self, "_v1"):
-            url, timeout = self.url + "/v1", self.settings.http_timeout
-            self._v1 = (Http(self.name, url, timeout=timeout),
-                        AsyncHttp(self.name, url, headers={}, timeout=timeout))  # fmt: skip
+            url, timeout, read = (
+                self.url + "/v1",
+                self.settings.http_timeout,
+                self.settings.read_timeout,
+            )
+            self._v1 = (
+                Http(self.name, url, timeout=timeout, read_timeout=read),
+                AsyncHttp(self.name, url, headers={}, timeout=timeout, read_timeout=read),
+            )
         return self._v1
 
     async def aclose(self) -> None:
