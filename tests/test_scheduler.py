@@ -343,3 +343,48 @@ def test_a_model_loaded_for_a_request_is_not_evicted_before_the_request_runs() -
     sched.release(slot)
     other[0].join(timeout=10)
     assert ledger.loads == {"b": 1, "c": 1} and ledger.closed_while_busy == []
+
+
+def test_a_steady_stream_of_requests_for_one_model_does_not_starve_another() -> None:
+    """Four threads ask for `a` without pause; `a` and `b` cannot be loaded together. A request
+    for `b` used to wait for `a` to go idle, which never happened, and failed after `wait`
+    with InsufficientMemory. Now `a` yields after its batch, `b` is served, and `a` is loaded
+    again for its requests, within the budget throughout."""
+    sched, ledger = scheduler(
+        {"a": 100 * MB, "b": 100 * MB}, budget=150 * MB, wait=10, swap_batch=4, swap_turn=600
+    )
+    served: list[str] = []
+    enough = threading.Event()
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def steady() -> None:
+        try:
+            while not stop.is_set():
+                with sched.use("a") as handle:
+                    handle.chat([{"role": "user", "content": "hi"}], work=0.002)
+                    served.append("a")
+                if served.count("a") >= 20:
+                    enough.set()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=steady) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert enough.wait(10)
+        with sched.use("b") as handle:
+            handle.chat([{"role": "user", "content": "hi"}])
+            served.append("b")
+        after = len(served)
+        deadline = time.monotonic() + 10  # a readiness poll: until `a` serves again
+        while len(served) == after and time.monotonic() < deadline:
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert errors == [] and "a" in served[served.index("b") :]
+    assert ledger.loads == {"a": 2, "b": 1}
+    assert ledger.peak <= 150 * MB and ledger.closed_while_busy == []

@@ -347,3 +347,70 @@ def test_a_request_whose_client_hangs_up_while_queued_leaves_the_queue(tmp_path:
     asyncio.run(main())
     assert scheduler.slots["m"].in_flight == 0 and backend.handle.most == 1
     registry.close()
+
+
+class TurnHandle(Handle):
+    """Answers at once once `release` is set, and notes the order of the requests it served."""
+
+    parallel = 1
+
+    def __init__(self, model_id: str, served: list[str], release: asyncio.Event) -> None:
+        self.model_id, self.served, self.release = model_id, served, release
+
+    async def achat(self, messages: list[dict[str, Any]], *, stream: bool = False, **_: Any):
+        await self.release.wait()
+        self.served.append(self.model_id)
+        return response(self.model_id, "chat.completion", {"message": messages[-1]})
+
+
+class TurnBackend(Backend):
+    name = "turns"
+
+    def __init__(self) -> None:
+        self.served: list[str] = []
+        self.release = asyncio.Event()
+        self.loads: list[str] = []
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.name, True)
+
+    def discover(self) -> list[Model]:
+        return []
+
+    def load(self, model: Model, **options: Any) -> Handle:
+        self.loads.append(model.id)
+        return TurnHandle(model.id, self.served, self.release)
+
+
+def test_models_that_take_turns_swap_in_batches(tmp_path: Path) -> None:
+    """Two models that cannot be loaded together. Ten requests for `a` are queued when one for
+    `b` arrives: `a` serves a batch of `swap_batch` more, yields, `b` is loaded and served, and
+    `a` is loaded again for the rest. Before, `b` waited until every request queued for `a`
+    was served (and a steady stream of them would have starved it)."""
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    for name in ("a", "b"):
+        registry.add({"id": name, "backend": "turns", "installed": True})
+    backend = TurnBackend()
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 100,
+                          budget=150, swap_batch=3, swap_turn=600)  # fmt: skip
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
+                        max_queue=100, queue_timeout=30)  # fmt: skip
+
+    def ask(model: str) -> Any:
+        return requests.arequest("chat", model, [{"role": "user", "content": model}])
+
+    async def main() -> None:
+        first = asyncio.create_task(ask("a"))
+        await _until(lambda: "a" in scheduler.slots and scheduler.slots["a"].started == 1)
+        rest = [asyncio.create_task(ask("a")) for _ in range(9)]
+        await _until(lambda: requests.admission.waiting("a") == 9)
+        other = asyncio.create_task(ask("b"))
+        await _until(lambda: "b" in scheduler._blocked)  # b's load waits for a's room
+        backend.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest, other), timeout=20)
+
+    asyncio.run(main())
+    assert "".join(backend.served) == "aaaa" + "b" + "aaaaaa"  # the one running, a batch of 3
+    assert backend.loads == ["a", "b", "a"]
+    assert scheduler.used() <= 150 and scheduler.slots["a"].in_flight == 0
+    registry.close()

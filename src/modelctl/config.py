@@ -341,6 +341,18 @@ SETTINGS: dict[str, Setting] = {
             "seconds a request may wait for a busy model before a 503",
         ),
         Setting(
+            "swap_batch",
+            _count,
+            lambda v: 16,
+            "requests a model serves after another begins to wait for its memory, before it yields",
+        ),
+        Setting(
+            "swap_turn",
+            _seconds,
+            lambda v: 10.0,
+            "seconds a model keeps serving after another begins to wait for its memory",
+        ),
+        Setting(
             "keep_alive",
             _duration,
             lambda v: 300.0,

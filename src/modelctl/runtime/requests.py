@@ -113,6 +113,7 @@ def make_scheduler(
     scheduler = Scheduler(
         resolve=resolve, estimate=estimate, budget=budget, max_loaded=settings.max_loaded,
         keep_alive=settings.keep_alive, measure=rss, persist=persist,
+        swap_batch=settings.swap_batch, swap_turn=settings.swap_turn,
     )  # fmt: skip
     supervisor.on_exit = scheduler.failed  # a worker that dies: its model fails
     scheduler.supervisor = supervisor
@@ -229,22 +230,38 @@ class Requests:
         thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
         model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
         scheduler = self.scheduler
+        fresh = False
+        gate = None
         try:
             slot = scheduler.try_acquire(model_id, **load_options)
-            if slot is None:  # a load, in a thread; a client that leaves meanwhile lets go after
-                acquire = partial(scheduler.acquire, model_id, **load_options)
-                slot = await to_the_end(acquire, undo=scheduler.release)
+            while True:
+                if slot is None:  # a load, in a thread; a client that leaves meanwhile lets
+                    # go after
+                    hold = partial(scheduler.hold, model_id, **load_options)
+                    slot, fresh = await to_the_end(
+                        hold, undo=lambda held: scheduler.release(held[0])
+                    )
+                # a turn on the model, waited for on the loop; the slot stays held meanwhile,
+                # so the model is not evicted from under the requests queued for it
+                gate = await self.admission.enter(model_id, slot.handle)
+                if scheduler.begin(slot, fresh=fresh):
+                    break
+                # the model's turn is over (another model waits for its room): let go, and
+                # wait for its next turn
+                self.admission.leave(gate)
+                gate = None
+                scheduler.release(slot)
+                slot = None
         except BaseException as exc:
+            self.admission.leave(gate)
+            if slot is not None:
+                scheduler.release(slot)
             meter.finish(error=exc)
             raise
         handle = slot.handle
         assert handle is not None
         stream = bool(merged.get("stream"))
-        gate = None
         try:
-            # a turn on the model, waited for on the loop; the slot stays held meanwhile, so
-            # the model is not evicted from under the requests queued for it
-            gate = await self.admission.enter(model_id, handle)
             if kind == "embed":
                 answer = await handle.aembed(payload)
             else:

@@ -21,7 +21,13 @@ Rules:
   that doubles with each crash in a row, with no request served between them (1 s, 2 s, …
   60 s): meanwhile requests get Busy with Retry-After;
 - a request whose load options differ from the loaded model's (a larger context, embeddings on
-  a chat model) reloads it once its requests in flight end, as Ollama does.
+  a chat model) reloads it once its requests in flight end, as Ollama does;
+- models that must take turns in memory take them in batches: a busy model that stands in the
+  way of another's load goes on serving its requests, but once it has started `swap_batch` more
+  of them, or `swap_turn` seconds have passed, since that load began to wait, it yields: its new
+  requests wait (the model is not held for them), it drains, the other model loads and serves
+  its own batch, and the first is loaded again for its waiting requests. No model starves, and
+  a swap serves a batch rather than one request.
 
 Loads and unloads run outside the lock: requests to loaded models never wait for another
 model's load, and a worker being stopped holds up nobody but the loads that need its room.
@@ -67,6 +73,8 @@ class Slot:
     in_flight: int = 0
     waiting: int = 0  # requests waiting for this load to finish
     last_used: float = 0.0
+    started: int = 0  # requests that began running on it (`begin`): batches are counted in these
+    reserved: int = 0  # waiting: bytes it evicted others for, kept for it until it loads
     loaded_at: float | None = None
     load_seconds: float | None = None
     measured: int | None = None  # resident bytes: its worker's, or what the load added here
@@ -112,6 +120,15 @@ class Slot:
         }
 
 
+@dataclass
+class _Blocked:
+    """A load waiting for busy models to make room: since when, and each busy model's
+    `started` count then (its batch is counted from there)."""
+
+    since: float
+    marks: dict[str, int]
+
+
 class Scheduler:
     """Loads, unloads and switches models within `budget` bytes and `max_loaded` models."""
 
@@ -128,8 +145,11 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         measure: Callable[[], int] | None = None,
         persist: Callable[[dict[str, Any]], None] | None = None,
+        swap_batch: int = 16,
+        swap_turn: float = 10.0,
     ) -> None:
         self.resolve, self.estimate = resolve, estimate
+        self.swap_batch, self.swap_turn = swap_batch, swap_turn
         self.budget, self.max_loaded = budget, max_loaded
         self.keep_alive, self.wait = keep_alive, wait
         self.events = events or EventBus()
@@ -142,6 +162,7 @@ class Scheduler:
         self._closing = False  # unloads on the way out are not what the next start restores
         self._crashes: dict[str, tuple[int, float]] = {}  # model: (crashes in a row, last)
         self._closers: set[threading.Thread] = set()  # handles being closed, off the lock
+        self._blocked: dict[str, _Blocked] = {}  # loads waiting for busy models, by model
         self.supervisor: Supervisor | None = None  # workers' logs; set where models run in them
 
     # ------------------------------------------------------------------ what is loaded
@@ -172,6 +193,19 @@ class Scheduler:
         """Load `model_id`, or wait for the load already under way; returns its slot, loaded.
         With `hold`, the slot is held for a request (see `acquire`) from the moment it is
         loaded, so that nothing can evict it first."""
+        return self._load(model_id, keep_alive, pin, priority, hold, options)[0]
+
+    def _load(
+        self,
+        model_id: str,
+        keep_alive: float | None,
+        pin: bool | None,
+        priority: int | None,
+        hold: bool,
+        options: dict[str, Any],
+    ) -> tuple[Slot, bool]:
+        """`load`; also whether this call loaded it (the request it is held for then runs
+        whatever the model's batch: see `begin`)."""
         with self._cond:
             while True:
                 slot = self.slots.get(model_id)
@@ -190,11 +224,18 @@ class Scheduler:
                     else:
                         self._cond.wait(timeout=0.5)
                     continue
+                if slot.state == "loaded" and hold and self._yields(slot):
+                    slot.waiting += 1  # its turn is over: wait until it is loaded again
+                    try:
+                        self._cond.wait(timeout=0.5)
+                    finally:
+                        slot.waiting -= 1
+                    continue
                 if slot.state == "loaded":
                     self._adjust(slot, keep_alive, pin, priority)
                     slot.last_used = self.clock()
                     slot.in_flight += hold
-                    return slot
+                    return slot, False
                 slot.waiting += 1
                 try:  # another request is loading it (or making room for it), or unloading it
                     self._cond.wait_for(
@@ -223,9 +264,9 @@ class Scheduler:
                     del self.slots[model_id]
                 self._cond.notify_all()  # whoever waited for it tries for itself
                 raise
-            slot.state, slot.size = "loading", need
+            slot.state, slot.size, slot.reserved = "loading", need, 0
         self.events.emit("model-loading", model=model_id, size=need)
-        return self._do_load(slot, model, backend, options, hold)
+        return self._do_load(slot, model, backend, options, hold), True
 
     @staticmethod
     def _differs(slot: Slot, options: dict[str, Any]) -> bool:
@@ -325,7 +366,41 @@ class Scheduler:
         return slot
 
     def _make_room(self, need: int, model_id: str) -> None:
-        """Under the lock: evict idle models until `need` fits, or wait for busy ones."""
+        """Under the lock: evict idle models until `need` fits, or wait for busy ones (which
+        yield their place after a batch: see `_yields`)."""
+        try:
+            self._room(need, model_id)
+        finally:
+            if self._blocked.pop(model_id, None) is not None:
+                self._cond.notify_all()  # models that were yielding to it may serve again
+
+    def _yields(self, slot: Slot) -> bool:
+        """Under the lock: whether `slot`'s turn is over, a load having waited for its room
+        for `swap_batch` more requests begun on it or for `swap_turn` seconds."""
+        if slot.pinned or not self._blocked:
+            return False
+        now = self.clock()
+        return any(
+            slot.model_id in b.marks
+            and (
+                slot.started - b.marks[slot.model_id] >= self.swap_batch
+                or now - b.since >= self.swap_turn
+            )
+            for b in self._blocked.values()
+        )
+
+    def begin(self, slot: Slot, *, fresh: bool = False) -> bool:
+        """A request held on `slot` is about to run on it (its turn came): counted in the
+        model's batch. False when the model's turn is over (`_yields`): the caller releases
+        the slot and acquires again, which waits for the model's next turn. A request the
+        model was loaded for (`fresh`) always runs."""
+        with self._cond:
+            if not fresh and self._yields(slot):
+                return False
+            slot.started += 1
+            return True
+
+    def _room(self, need: int, model_id: str) -> None:
         if self.budget is not None and need > self.budget:
             raise InsufficientMemory(
                 f"{model_id} needs {format_memory(need)}; "
@@ -347,6 +422,9 @@ class Scheduler:
             if idle:
                 victim = min(idle, key=lambda s: (s.priority, s.last_used))
                 self._unload_locked(victim, event="model-evicted", reason=f"room for {model_id}")
+                own = self.slots.get(model_id)
+                if own is not None and own.state == "waiting":
+                    own.reserved = need  # what is freed here is this load's
                 continue
             failed = [s for s in self.slots.values() if s.state == "failed"]
             for slot in failed:
@@ -355,12 +433,21 @@ class Scheduler:
             if remaining > 0 and any(s.state == "unloading" for s in self.slots.values()):
                 self._cond.wait(timeout=min(remaining, 0.5))  # what stops may be enough
                 continue
-            busy = [
+            busy = [  # serving requests, or being loaded for one: waited for
                 s
                 for s in self.slots.values()
-                if s.state == "loaded" and s.in_flight and not s.pinned
+                if (
+                    (s.state == "loaded" and s.in_flight)
+                    or s.state == "loading"
+                    or (s.state == "waiting" and s.reserved and s.model_id != model_id)
+                )
+                and not s.pinned
             ]
             remaining = deadline - self.clock()
+            if busy:  # their batches are counted from the moment each stood in the way
+                blocked = self._blocked.setdefault(model_id, _Blocked(self.clock(), {}))
+                for s in busy:
+                    blocked.marks.setdefault(s.model_id, s.started)
             if not busy or remaining <= 0:
                 held = ", ".join(
                     f"{s.model_id} ({format_memory(s.counted)}{', pinned' if s.pinned else ''}"
@@ -384,16 +471,25 @@ class Scheduler:
         unloaded are gone."""
         states = ("loading", "loaded") if after_unloads else ("loading", "loaded", "unloading")
         active = [s for s in self.slots.values() if s.state in states]
-        if self.max_loaded is not None and len(active) >= self.max_loaded:
+        # room another waiting load has evicted models for is its own: nobody else takes it
+        reserved = [
+            s for s in self.slots.values()
+            if s.state == "waiting" and s.reserved and s.model_id != model_id
+        ]  # fmt: skip
+        if self.max_loaded is not None and len(active) + len(reserved) >= self.max_loaded:
             return False
-        return self.budget is None or sum(s.counted for s in active) + need <= self.budget
+        counted = sum(s.counted for s in active) + sum(s.reserved for s in reserved)
+        return self.budget is None or counted + need <= self.budget
 
     # ------------------------------------------------------------------ using
 
     @contextmanager
     def use(self, model_id: str, **load_options: Any) -> Iterator[Handle]:
         """A loaded model for one request: loads it if needed, and holds it against eviction."""
-        slot = self.acquire(model_id, **load_options)
+        slot, fresh = self.hold(model_id, **load_options)
+        while not self.begin(slot, fresh=fresh):  # its turn is over: wait for the next one
+            self.release(slot)
+            slot, fresh = self.hold(model_id, **load_options)
         try:
             assert slot.handle is not None
             yield slot.handle
@@ -402,7 +498,19 @@ class Scheduler:
 
     def acquire(self, model_id: str, **load_options: Any) -> Slot:
         """Load `model_id` if needed and hold it for a request; `release` lets go."""
-        return self.load(model_id, hold=True, **load_options)
+        return self.hold(model_id, **load_options)[0]
+
+    def hold(
+        self,
+        model_id: str,
+        *,
+        keep_alive: float | None = None,
+        pin: bool | None = None,
+        priority: int | None = None,
+        **options: Any,
+    ) -> tuple[Slot, bool]:
+        """`acquire`, and whether the model was loaded for this request (`begin`'s `fresh`)."""
+        return self._load(model_id, keep_alive, pin, priority, True, options)
 
     def try_acquire(
         self,
@@ -416,7 +524,7 @@ class Scheduler:
         """Without waiting: hold a model that is loaded already, or return None."""
         with self._cond:
             slot = self.slots.get(model_id)
-            if slot is None or slot.state != "loaded":
+            if slot is None or slot.state != "loaded" or self._yields(slot):
                 return None
             self._adjust(slot, keep_alive, pin, priority)
             slot.in_flight += 1
