@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -413,4 +414,71 @@ def test_models_that_take_turns_swap_in_batches(tmp_path: Path) -> None:
     assert "".join(backend.served) == "aaaa" + "b" + "aaaaaa"  # the one running, a batch of 3
     assert backend.loads == ["a", "b", "a"]
     assert scheduler.used() <= 150 and scheduler.slots["a"].in_flight == 0
+    registry.close()
+
+
+class SlowBackend(Backend):
+    """Loads until `finish` is set, or stops when its load is cancelled (as a worker's start
+    is stopped)."""
+
+    name = "slow"
+    cancellable = True
+
+    def __init__(self) -> None:
+        self.started, self.finish = threading.Event(), threading.Event()
+        self.cancelled = threading.Event()
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.name, True)
+
+    def discover(self) -> list[Model]:
+        return []
+
+    def load(self, model: Model, *, cancel: threading.Event, **options: Any) -> Handle:
+        self.started.set()
+        while not self.finish.wait(0.005):  # a long load, watching for its cancellation
+            if cancel.is_set():
+                self.cancelled.set()
+                raise RuntimeError("stopped")
+        answer_at_once = asyncio.Event()
+        answer_at_once.set()
+        return TurnHandle(model.id, [], answer_at_once)
+
+
+def test_a_load_nobody_waits_for_any_more_is_cancelled(tmp_path: Path) -> None:
+    """Two requests wait for one load: the first leaving changes nothing, the second leaving
+    cancels the load (a worker being started is stopped); the next request loads it anew."""
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    registry.add({"id": "m", "backend": "slow", "installed": True})
+    backend = SlowBackend()
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
+                        max_queue=10, queue_timeout=30)  # fmt: skip
+    events: list[str] = []
+    scheduler.events.on("*", lambda event: events.append(event.name))
+
+    def ask() -> Any:
+        return requests.arequest("chat", "m", [{"role": "user", "content": "hi"}])
+
+    async def main() -> None:
+        first = asyncio.create_task(ask())
+        await _until(backend.started.is_set)
+        second = asyncio.create_task(ask())
+        await _until(lambda: scheduler.slots["m"].waiting == 1)
+        first.cancel()
+        await _until(lambda: len(scheduler.slots["m"].wants) == 1)
+        assert not scheduler.slots["m"].cancel.is_set()  # the second still waits for it
+        second.cancel()
+        await _until(lambda: "m" not in scheduler.slots)
+        for task in (first, second):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert backend.cancelled.is_set()
+        backend.started.clear()
+        backend.finish.set()
+        third = await asyncio.wait_for(ask(), timeout=10)
+        assert third is not None and scheduler.slots["m"].state == "loaded"
+
+    asyncio.run(main())
+    assert events.count("model-load-cancelled") == 1 and events.count("model-loaded") == 1
     registry.close()

@@ -4,6 +4,8 @@ command runtime runs llama-cpp-python's own OpenAI-compatible server (`llama_cpp
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -343,3 +345,45 @@ def test_logs_through_the_cli(workers: ModelManager, monkeypatch: pytest.MonkeyP
 def test_the_library_runs_models_in_process_unless_asked(tiny_manager: ModelManager) -> None:
     assert tiny_manager.load("tiny")["pid"] is None
     assert isinstance(tiny_manager.scheduler, Scheduler)
+
+
+def test_a_worker_nobody_waits_for_any_more_is_stopped(
+    tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose server takes long to be ready; the one client asking for it hangs up. The
+    load is cancelled and its worker stopped at once, long before `load_timeout`."""
+    marker = f"never-ready-{os.getpid()}"
+    slow = f'{sys.executable} -c \\"import time; time.sleep(600)\\" {marker} {{port}}'
+    Path("modelctl.toml").write_text(f'load_timeout = 600\n[commands]\ntiny = "{slow}"\n')
+
+    def worker() -> psutil.Process | None:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if marker in " ".join(child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    with ModelManager() as m:
+        m.sync(only=["llamacpp"])
+        with running(m) as url:
+
+            async def leave_while_it_loads() -> int:
+                async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                    body = {"model": "tiny", "messages": HELLO, "max_tokens": 2}
+                    ask = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+                    async with asyncio.timeout(30):  # a readiness poll: until it starts
+                        while (started := worker()) is None:
+                            await asyncio.sleep(0.02)
+                    ask.cancel()  # the client hangs up
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ask
+                    return started.pid
+
+            pid = asyncio.run(leave_while_it_loads())
+            assert _gone(pid, timeout=15)
+            deadline = time.monotonic() + 15  # a readiness poll: until the slot is gone
+            while "tiny" in m.scheduler.slots and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "tiny" not in m.scheduler.slots

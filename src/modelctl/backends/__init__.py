@@ -163,12 +163,16 @@ class Handle:
 
 
 async def to_the_end(
-    function: Callable[..., Any], *args: Any, undo: Callable[[Any], Any] | None = None
+    function: Callable[..., Any],
+    *args: Any,
+    undo: Callable[[Any], Any] | None = None,
+    cancel: Callable[[], Any] | None = None,
 ) -> Any:
     """`function(*args)` in a worker thread, seen through to its end: a task cancelled while it
-    runs (a client that went away) waits for the thread to finish, then `undo`es what it
-    returned, then is cancelled. A cancelled await would otherwise leave the thread running
-    on, holding a runtime's lock or a slot that nobody gives back."""
+    runs (a client that went away) calls `cancel` (which may cut the work short), waits for
+    the thread to finish, then `undo`es what it returned, then is cancelled. A cancelled await
+    would otherwise leave the thread running on, holding a runtime's lock or a slot that
+    nobody gives back."""
     import asyncio
 
     from anyio import CancelScope, to_thread
@@ -177,6 +181,8 @@ async def to_the_end(
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
+        if cancel is not None:
+            cancel()
         with CancelScope(shield=True):
             try:
                 result = await running

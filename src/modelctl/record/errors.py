@@ -22,7 +22,7 @@
     │   ├── PartialDelete              a delete that stopped half-way; names what is left
     │   └── WorkerFailed               a model's worker process exited under a request
     ├── LoadFailed                     a model that could not be loaded; the scheduler keeps why
-    ├── Cancelled                      an install job that was asked to stop
+    ├── Cancelled                      an install asked to stop; a load nobody waits for
     ├── MissingPackage                 a connector whose framework is not installed
     ├── ServerUnavailable              no modelctl server answers at the configured URL
     ├── Unauthorized                   a request to the server without its API key
@@ -241,7 +241,7 @@ class LoadFailed(ModelctlError):
 
 
 class Cancelled(ModelctlError):
-    """An install job that was asked to stop."""
+    """An install job that was asked to stop, or a load that nobody waits for any more."""
 
 
 class MissingPackage(ModelctlError):

@@ -21,6 +21,7 @@ from modelctl.backends import to_the_end
 from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
 from modelctl.record.model import GENERATION_OPTIONS, check_options
 from modelctl.runtime.admission import Admission
+from modelctl.runtime.scheduler import Want
 from modelctl.store.ledger import Usage
 
 __all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler"]
@@ -237,10 +238,13 @@ class Requests:
             while True:
                 if slot is None:  # a load, in a thread; a client that leaves meanwhile lets
                     # go after
-                    hold = partial(scheduler.hold, model_id, **load_options)
+                    want = Want()  # given up if the client leaves: a load nobody waits
+                    # for is cancelled
+                    hold = partial(scheduler.hold, model_id, want=want, **load_options)
                     slot, fresh = await to_the_end(
-                        hold, undo=lambda held: scheduler.release(held[0])
-                    )
+                        hold, undo=lambda held: scheduler.release(held[0]),
+                        cancel=partial(scheduler.abandon, want),
+                    )  # fmt: skip
                 # a turn on the model, waited for on the loop; the slot stays held meanwhile,
                 # so the model is not evicted from under the requests queued for it
                 gate = await self.admission.enter(model_id, slot.handle)

@@ -22,6 +22,9 @@ Rules:
   60 s): meanwhile requests get Busy with Retry-After;
 - a request whose load options differ from the loaded model's (a larger context, embeddings on
   a chat model) reloads it once its requests in flight end, as Ollama does;
+- a load that no request waits for any more (their clients left) is cancelled: room is no
+  longer made for it, and a worker being started is stopped (an in-process load, which cannot
+  be stopped, finishes and stays loaded for its keep-alive);
 - models that must take turns in memory take them in batches: a busy model that stands in the
   way of another's load goes on serving its requests, but once it has started `swap_batch` more
   of them, or `swap_turn` seconds have passed, since that load began to wait, it yields: its new
@@ -45,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelctl.record.errors import Busy, InsufficientMemory, LoadFailed, ModelctlError
+from modelctl.record.errors import Busy, Cancelled, InsufficientMemory, LoadFailed, ModelctlError
 from modelctl.record.units import format_memory
 from modelctl.runtime.events import EventBus
 
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
     from modelctl.record.model import Model
     from modelctl.runtime.supervisor import Supervisor
 
-__all__ = ["Scheduler", "Slot"]
+__all__ = ["Scheduler", "Slot", "Want"]
 
 log = logging.getLogger("modelctl.scheduler")
 
@@ -75,6 +78,9 @@ class Slot:
     last_used: float = 0.0
     started: int = 0  # requests that began running on it (`begin`): batches are counted in these
     reserved: int = 0  # waiting: bytes it evicted others for, kept for it until it loads
+    wants: set[Want] = field(default_factory=set)  # requests waiting for this load that can leave
+    firm: bool = False  # someone who cannot leave waits for this load too (an explicit load)
+    cancel: threading.Event = field(default_factory=threading.Event)  # nobody waits any more
     loaded_at: float | None = None
     load_seconds: float | None = None
     measured: int | None = None  # resident bytes: its worker's, or what the load added here
@@ -118,6 +124,17 @@ class Slot:
             "error": self.error,
             "options": dict(self.options),
         }
+
+
+class Want:
+    """One request's interest in a load: `Scheduler.abandon` it when the request goes away;
+    a load that no request wants any more (and no explicit load waits for) is cancelled."""
+
+    __slots__ = ("gone", "slot")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.slot: Slot | None = None
 
 
 @dataclass
@@ -203,9 +220,11 @@ class Scheduler:
         priority: int | None,
         hold: bool,
         options: dict[str, Any],
+        want: Want | None = None,
     ) -> tuple[Slot, bool]:
         """`load`; also whether this call loaded it (the request it is held for then runs
-        whatever the model's batch: see `begin`)."""
+        whatever the model's batch: see `begin`). With `want`, a request that may go away
+        (`abandon`); without, a caller that waits whatever happens."""
         with self._cond:
             while True:
                 slot = self.slots.get(model_id)
@@ -230,6 +249,7 @@ class Scheduler:
                         self._cond.wait(timeout=0.5)
                     finally:
                         slot.waiting -= 1
+                    self._check_wanted(want, model_id)
                     continue
                 if slot.state == "loaded":
                     self._adjust(slot, keep_alive, pin, priority)
@@ -237,14 +257,20 @@ class Scheduler:
                     slot.in_flight += hold
                     return slot, False
                 slot.waiting += 1
+                self._enlist(slot, want)
                 try:  # another request is loading it (or making room for it), or unloading it
                     self._cond.wait_for(
                         lambda s=slot: (
-                            self.slots.get(model_id) is not s or s.state in ("loaded", "failed")
+                            self.slots.get(model_id) is not s
+                            or s.state in ("loaded", "failed")
+                            or (want is not None and want.gone)
                         )
                     )
                 finally:
                     slot.waiting -= 1
+                    if want is not None:
+                        slot.wants.discard(want)
+                self._check_wanted(want, model_id)
                 if self.slots.get(model_id) is slot and slot.state == "failed":
                     raise LoadFailed(f"{model_id} failed to load: {slot.error}")
             model, backend = self.resolve(model_id)
@@ -256,6 +282,7 @@ class Scheduler:
                 pinned=bool(pin), priority=priority or 0, last_used=self.clock(), options=options,
             )  # fmt: skip
             self.slots[model_id] = slot
+            self._enlist(slot, want)
             try:
                 need = self.estimate(model, options)
                 self._make_room(need, model_id)
@@ -267,6 +294,37 @@ class Scheduler:
             slot.state, slot.size, slot.reserved = "loading", need, 0
         self.events.emit("model-loading", model=model_id, size=need)
         return self._do_load(slot, model, backend, options, hold), True
+
+    @staticmethod
+    def _enlist(slot: Slot, want: Want | None) -> None:
+        """Under the lock: `want` waits for `slot`'s load (no want: one that cannot leave)."""
+        if want is None:
+            slot.firm = True
+        else:
+            slot.wants.add(want)
+            want.slot = slot
+
+    @staticmethod
+    def _check_wanted(want: Want | None, model_id: str) -> None:
+        if want is not None and want.gone:
+            raise Cancelled(f"the request for {model_id} went away while it waited for the load")
+
+    def abandon(self, want: Want) -> None:
+        """The request behind `want` went away: if nobody else waits for the load it waited
+        for, that load is cancelled (see `_room` and `_do_load`)."""
+        with self._cond:
+            want.gone = True
+            slot = want.slot
+            if slot is None:
+                return
+            slot.wants.discard(want)
+            if (
+                slot.state in ("waiting", "loading") and not slot.wants and not slot.firm
+                and self.slots.get(slot.model_id) is slot
+            ):  # fmt: skip
+                slot.cancel.set()
+                self.events.emit("model-load-cancelled", model=slot.model_id)
+            self._cond.notify_all()
 
     @staticmethod
     def _differs(slot: Slot, options: dict[str, Any]) -> bool:
@@ -336,10 +394,19 @@ class Scheduler:
     ) -> Slot:
         started = self.clock()
         before = self.measure() if self.measure else None
+        stoppable = {"cancel": slot.cancel} if getattr(backend, "cancellable", False) else {}
         try:
             # a daemon (Ollama) holds the model exactly as long as the scheduler does
-            handle = backend.load(model, keep_alive=slot.keep_alive, **options)
+            handle = backend.load(model, keep_alive=slot.keep_alive, **stoppable, **options)
         except Exception as exc:  # any failure: the slot says why, the scheduler goes on
+            if slot.cancel.is_set():  # stopped because nobody waits for it: no failure
+                with self._cond:
+                    if self.slots.get(slot.model_id) is slot:
+                        del self.slots[slot.model_id]
+                    self._cond.notify_all()
+                raise Cancelled(
+                    f"the load of {slot.model_id} was cancelled: nobody waits for it"
+                ) from None
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             with self._cond:
                 slot.state, slot.error, slot.size = "failed", reason, 0
@@ -350,6 +417,7 @@ class Scheduler:
         handle.keep_alive = slot.keep_alive
         with self._cond:
             slot.handle, slot.state = handle, "loaded"
+            slot.wants.clear()
             slot.in_flight += hold  # held for its request before anyone can evict it
             slot.loaded_at = slot.last_used = self.clock()
             slot.load_seconds = slot.loaded_at - started
@@ -409,7 +477,10 @@ class Scheduler:
             )
         deadline = self.clock() + self.wait
         told = False
+        own = self.slots.get(model_id)
         while not self._fits(need, model_id):
+            if own is not None and own.cancel.is_set():
+                raise Cancelled(f"the load of {model_id} was cancelled: nobody waits for it")
             remaining = deadline - self.clock()
             if remaining > 0 and self._fits(need, model_id, after_unloads=True):
                 self._cond.wait(timeout=min(remaining, 0.5))  # room on its way: a worker stops
@@ -507,10 +578,12 @@ class Scheduler:
         keep_alive: float | None = None,
         pin: bool | None = None,
         priority: int | None = None,
+        want: Want | None = None,
         **options: Any,
     ) -> tuple[Slot, bool]:
-        """`acquire`, and whether the model was loaded for this request (`begin`'s `fresh`)."""
-        return self._load(model_id, keep_alive, pin, priority, True, options)
+        """`acquire`, and whether the model was loaded for this request (`begin`'s `fresh`).
+        `want`: the request may go away meanwhile (see `abandon`)."""
+        return self._load(model_id, keep_alive, pin, priority, True, options, want)
 
     def try_acquire(
         self,

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelctl.backends._openai_wire import OpenAIWireHandle
 from modelctl.record import errors
-from modelctl.record.errors import BackendError, LoadFailed, ModelctlError, WorkerFailed
+from modelctl.record.errors import BackendError, Cancelled, LoadFailed, ModelctlError, WorkerFailed
 
 if TYPE_CHECKING:
     from modelctl.backends import Backend, Handle
@@ -202,12 +202,18 @@ class WorkerProcess:
         last = f"; its log ends: {' | '.join(tail[-3:])[-400:]}" if tail else ""
         return f"the worker (pid {self.pid}) {describe_exit(self.returncode)}{last}"
 
-    def wait_ready(self, timeout: float, probe: Callable[[], bool]) -> None:
-        """Until `probe()` says ready; LoadFailed when the worker exits first or time runs out."""
+    def wait_ready(
+        self, timeout: float, probe: Callable[[], bool], cancel: threading.Event | None = None
+    ) -> None:
+        """Until `probe()` says ready; LoadFailed when the worker exits first or time runs out;
+        Cancelled, the worker stopped, once `cancel` is set (nobody waits for the load)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.exited.is_set():
                 raise self._load_error()
+            if cancel is not None and cancel.is_set():
+                self.stop(grace=2)
+                raise Cancelled(f"{self.model_id}: the load was cancelled, the worker stopped")
             try:
                 if probe():
                     return
@@ -439,14 +445,21 @@ class Supervisor:
     def log_tail(self, model_id: str, lines: int = 100) -> list[str]:
         return log_tail(self.log_path(model_id), lines)
 
-    def start(self, model: Model, backend: Backend, options: dict[str, Any]) -> WorkerHandle:
-        """Start a worker for `model` and wait until it is ready; LoadFailed says why not."""
+    def start(
+        self,
+        model: Model,
+        backend: Backend,
+        options: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> WorkerHandle:
+        """Start a worker for `model` and wait until it is ready; LoadFailed says why not, and
+        Cancelled that `cancel` was set meanwhile (the worker is stopped)."""
         options = {k: v for k, v in options.items() if k != "keep_alive"}
         command = self.command_for(model)
         handle = (
-            self._start_command(model, command, options)
+            self._start_command(model, command, options, cancel)
             if command is not None
-            else self._start_own(model, backend, options)
+            else self._start_own(model, backend, options, cancel)
         )
         with self._lock:
             self.workers[handle.worker.pid] = handle
@@ -461,7 +474,13 @@ class Supervisor:
         if handle is not None and self.on_exit is not None:
             self.on_exit(handle.model_id, handle, worker.why())
 
-    def _start_own(self, model: Model, backend: Backend, options: dict[str, Any]) -> WorkerHandle:
+    def _start_own(
+        self,
+        model: Model,
+        backend: Backend,
+        options: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> WorkerHandle:
         import httpx
 
         sock = socket.socket()
@@ -502,7 +521,7 @@ class Supervisor:
             return False
 
         try:
-            worker.wait_ready(self.load_timeout, probe)
+            worker.wait_ready(self.load_timeout, probe, cancel)
         finally:
             spec_path.unlink(missing_ok=True)
             error_file.unlink(missing_ok=True)
@@ -515,7 +534,11 @@ class Supervisor:
         return handle
 
     def _start_command(
-        self, model: Model, command: CommandSpec, options: dict[str, Any]
+        self,
+        model: Model,
+        command: CommandSpec,
+        options: dict[str, Any],
+        cancel: threading.Event | None = None,
     ) -> WorkerHandle:
         import httpx
 
@@ -547,7 +570,7 @@ class Supervisor:
         def probe() -> bool:
             return httpx.get(worker.url + command.ready, timeout=1.0).status_code == 200
 
-        worker.wait_ready(command.load_timeout or self.load_timeout, probe)
+        worker.wait_ready(command.load_timeout or self.load_timeout, probe, cancel)
         handle = WorkerHandle(
             worker, model.id, name=command.name or model.id, parallel=command.parallel,
             stop_grace=self.stop_grace,
@@ -567,8 +590,12 @@ class Supervisor:
 class Launcher:
     """A backend as the scheduler sees it when its models run in workers: `load` starts one."""
 
+    cancellable = True  # a worker being started can be stopped: see `Scheduler.abandon`
+
     def __init__(self, supervisor: Supervisor, backend: Backend) -> None:
         self.supervisor, self.backend = supervisor, backend
 
-    def load(self, model: Model, **options: Any) -> Handle:
-        return self.supervisor.start(model, self.backend, options)
+    def load(
+        self, model: Model, *, cancel: threading.Event | None = None, **options: Any
+    ) -> Handle:
+        return self.supervisor.start(model, self.backend, options, cancel)
