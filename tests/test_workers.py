@@ -387,3 +387,21 @@ def test_a_worker_nobody_waits_for_any_more_is_stopped(
             while "tiny" in m.scheduler.slots and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert "tiny" not in m.scheduler.slots
+
+
+def test_a_workers_gpu_memory_counts_where_there_is_a_gpu(workers: ModelManager) -> None:
+    """A worker's measured memory is its process tree's resident memory plus the NVIDIA GPU
+    memory NVML reports for those processes. Here (no GPU, no driver) NVML says so and `vram`
+    is None; on a machine with a GPU and a CUDA build, the offloaded layers show as VRAM."""
+    from modelctl.fit.hardware import nvidia_gpus
+
+    gpus, _ = nvidia_gpus()
+    workers.load("tiny", gpu_layers=-1)
+    (slot,) = workers.loaded()
+    worker = psutil.Process(slot["pid"])
+    rss = sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)])
+    if gpus:
+        assert slot["vram"] and slot["vram"] > 0 and slot["measured"] > slot["vram"]
+    else:
+        assert slot["vram"] is None
+        assert abs(slot["measured"] - rss) < 0.1 * rss  # measured at load: the same tree

@@ -147,6 +147,44 @@ def nvidia_gpus() -> tuple[list[GPU], list[str]]:
     return gpus, []
 
 
+_nvml_ready: bool | None = None  # NVML initialised once for this process (None: not tried)
+
+
+def gpu_memory_of(pids: set[int]) -> int | None:
+    """Bytes of NVIDIA GPU memory that the processes `pids` hold, summed over every GPU (what
+    NVML reports for each process); None where there is no NVML or no NVIDIA driver."""
+    global _nvml_ready
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    if _nvml_ready is None:
+        try:
+            pynvml.nvmlInit()
+            _nvml_ready = True
+        except pynvml.NVMLError:
+            _nvml_ready = False
+    if not _nvml_ready:
+        return None
+    total = 0
+    try:
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            device = pynvml.nvmlDeviceGetHandleByIndex(index)
+            seen: set[int] = set()
+            for query in (
+                pynvml.nvmlDeviceGetComputeRunningProcesses,
+                pynvml.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                for proc in query(device):
+                    used = getattr(proc, "usedGpuMemory", None)
+                    if proc.pid in pids and proc.pid not in seen and isinstance(used, int):
+                        seen.add(proc.pid)  # a process listed as both counts once
+                        total += used
+    except pynvml.NVMLError:
+        return None
+    return total
+
+
 def apple_gpu(ram_total: int, ram_available: int) -> list[GPU]:
     """Apple silicon: one GPU sharing system memory; Metal may use about 75% of it by default."""
     if sys.platform != "darwin" or platform.machine() != "arm64":

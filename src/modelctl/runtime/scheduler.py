@@ -112,6 +112,9 @@ class Slot:
             "counted": self.counted,
             "device": getattr(self.handle, "device", None),
             "pid": getattr(getattr(self.handle, "process", None), "pid", None),
+            # its worker's NVIDIA GPU memory at the last measure (in `measured` too); None
+            # where there is no NVML
+            "vram": getattr(getattr(self.handle, "process", None), "vram", None),
             "pinned": self.pinned,
             "priority": self.priority,
             "in_flight": self.in_flight,

@@ -150,6 +150,7 @@ class WorkerProcess:
         self.error_file = error_file
         self.stopping = False
         self.exited = threading.Event()
+        self.vram: int | None = None  # NVIDIA GPU memory at the last measure; None: no NVML
         self.on_exit: Callable[[WorkerProcess], None] | None = None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if log_path.exists() and log_path.stat().st_size > LOG_LIMIT:
@@ -265,8 +266,11 @@ class WorkerProcess:
         return self.returncode
 
     def resident(self) -> int:
-        """Resident bytes of the worker and every process it started."""
+        """Bytes the worker and every process it started hold: their resident memory, plus
+        the NVIDIA GPU memory NVML reports for them where there is a GPU (`vram`)."""
         import psutil
+
+        from modelctl.fit.hardware import gpu_memory_of
 
         try:
             root = psutil.Process(self.pid)
@@ -277,7 +281,8 @@ class WorkerProcess:
         for proc in family:
             with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss
-        return total
+        self.vram = gpu_memory_of({p.pid for p in family})
+        return total + (self.vram or 0)
 
 
 def log_tail(path: Path, lines: int = 100) -> list[str]:
