@@ -173,7 +173,7 @@ def test_cli_backends_sync_pull_rm(world: dict) -> None:
     assert run("rm", "tiny:1b").exit_code == 1  # asks first; no terminal: needs --yes
     assert run("rm", "tiny:1b", "--yes").exit_code == 0
     again = run("rm", "tiny:1b", "--yes")
-    assert again.exit_code == 6 and "not installed" in again.stderr
+    assert again.exit_code == 3 and "not installed" in again.stderr  # not found: exit 3
     assert run("rm", "only-here", "--yes").exit_code == 0
     assert not (world["folder"] / "only-here.gguf").exists()
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelctl.backends import BackendError, Progress, ProgressFn
 from modelctl.record import naming
+from modelctl.record.errors import InvalidReference, ModelctlError
 
 if TYPE_CHECKING:
     from modelctl.record.model import Model
@@ -108,8 +109,10 @@ def _tqdm_class(progress: ProgressFn | None, label: str) -> Any:
     return Report
 
 
-def hub_error(exc: Exception, repo: str, endpoint: str) -> BackendError:
+def hub_error(exc: Exception, repo: str, endpoint: str) -> ModelctlError:
     name = type(exc).__name__
+    if "HFValidationError" in name:  # refused before any request: the name, not the Hub
+        return InvalidReference(f"{repo!r} is not a Hub repo id", hint="write ORG/REPO")
     if "NotFound" in name or "EntryNotFound" in name:
         return BackendError(f"{repo} has no such file or revision on {endpoint}")
     if "GatedRepo" in name or "401" in str(exc) or "403" in str(exc):

@@ -24,7 +24,13 @@ from modelctl.backends import (
 )
 from modelctl.fit.gguf_meta import _SHARD, read_gguf, shard_paths
 from modelctl.record import naming
-from modelctl.record.errors import InvalidGGUF, InvalidRequest
+from modelctl.record.errors import (
+    InvalidGGUF,
+    InvalidReference,
+    InvalidRequest,
+    NotInstalled,
+    UnsafePath,
+)
 
 if TYPE_CHECKING:
     from modelctl.fit.gguf_meta import GGUFInfo
@@ -169,11 +175,18 @@ class LlamaCppBackend(Backend):
         if sep and head.lower() == "hf":  # a Hub file, as the huggingface backend writes it
             ref = rest.strip()
         ref = self.own_name(ref)
+        if ref.startswith(("/", "./", "../", "~")) or os.path.isabs(ref):
+            raise InvalidReference(
+                f"{ref!r} is a path on this disk: pull downloads from the Hub",
+                hint="register a GGUF file with `modelctl add PATH`",
+            )
         parts = ref.strip("/").split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise InvalidReference(f"{ref!r} is not ORG/REPO or ORG/REPO/FILE.gguf")
         if len(parts) >= 3 and parts[-1].lower().endswith(".gguf"):
             return "/".join(parts[:2]), "/".join(parts[2:])
         if len(parts) != 2:
-            raise BackendError(
+            raise InvalidReference(
                 f"{ref!r} names no GGUF file",
                 hint="write ORG/REPO/FILE.gguf, or ORG/REPO --quant Q4_K_M",
             )
@@ -221,7 +234,9 @@ class LlamaCppBackend(Backend):
         path = Path(os.path.expanduser(ref))
         matches = [p for p in self.gguf_files() if p == path or p.name.removesuffix(".gguf") == ref]
         if not path.is_absolute() and not matches:
-            raise BackendError(f"no GGUF model {ref!r} in {', '.join(map(str, self.folders))}")
+            if ".." in path.parts:
+                raise UnsafePath(f"{ref!r} leads outside the model folders")
+            raise NotInstalled(f"no GGUF model {ref!r} in {', '.join(map(str, self.folders))}")
         target = matches[0] if matches else path
         for folder in self.folders:
             try:  # a link is the model's own entry: it goes, as a link; its target stays
@@ -234,7 +249,7 @@ class LlamaCppBackend(Backend):
                 if p.exists() or p.is_symlink()
             ]
             if not parts:
-                raise BackendError(f"{safe} does not exist")
+                raise NotInstalled(f"{safe} does not exist")
             size = sum(p.lstat().st_size for p in parts)
             linked = [p for p in parts if p.is_symlink()]
             note = f"{len(linked)} link(s): their targets stay" if linked else None
@@ -242,7 +257,7 @@ class LlamaCppBackend(Backend):
                 self.name, str(safe), tuple(map(str, parts)), size, note=note,
                 execute=partial(unlink_inside, folder, parts),
             )  # fmt: skip
-        raise BackendError(
+        raise UnsafePath(
             f"{ref!r} is not inside a model folder ({', '.join(map(str, self.folders))})",
             hint="modelctl deletes only files in its model folders; remove others yourself",
         )
@@ -344,6 +359,7 @@ class LlamaCppHandle(Handle):
 
     def _locked(self, create: Any, stream: bool, **kwargs: Any) -> Any:
         """One request at a time: a llama.cpp context is not safe to share between threads."""
+        kwargs["logits_processor"] = [self._end_at_context]
         if not stream:
             with self._lock, self._refusals():
                 return create(stream=False, model=self.model_id, **kwargs)
@@ -352,6 +368,15 @@ class LlamaCppHandle(Handle):
     def _locked_stream(self, create: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
         with self._lock, self._refusals():  # held until the stream ends or is closed
             yield from create(stream=True, model=self.model_id, **kwargs)
+
+    def _end_at_context(self, input_ids: Any, logits: Any) -> Any:
+        """End of text once the context is full: llama-cpp-python counts `max_tokens` only after
+        a character's last byte, so a character cut at the context's end ran past it (and
+        llama.cpp's decode failed: a 500)."""
+        if len(input_ids) >= self.context:
+            logits[:] = float("-inf")
+            logits[self.llm.token_eos()] = 0.0
+        return logits
 
     @contextmanager
     def _refusals(self) -> Iterator[None]:

@@ -179,12 +179,11 @@ def logs(
 ) -> None:
     """A model's worker log: what its runtime printed, and each start and exit (with why).
     Read from the server, or from this machine's files when no server answers."""
-    from urllib.parse import quote
-
     from modelctl.record.errors import ServerUnavailable
 
+    client = _client(ctx)
     try:
-        data = _client(ctx).call("GET", f"/api/v1/logs/{quote(model)}", params={"lines": lines})
+        data = client.call("GET", f"/api/v1/logs/{client.quote(model)}", params={"lines": lines})
     except ServerUnavailable:
         data = _common.state(ctx).manager.logs(model, lines)
     if as_json:

@@ -1,6 +1,5 @@
 """Commands that move the registry in and out: export, import."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def export(
     ctx: typer.Context,
     path: Annotated[
-        Path | None, typer.Argument(help="File to write (atomically); standard output if omitted.")
+        str | None, typer.Argument(help="File to write (atomically); standard output if omitted.")
     ] = None,
     where: WhereOpt = None,
 ) -> None:
@@ -28,7 +27,7 @@ def export(
     clauses = [parse_where(w) for w in where or []]
     query = clauses[0] if len(clauses) == 1 else {"$and": clauses} if clauses else None
     registry = _common.state(ctx).registry
-    if path is None or str(path) == "-":
+    if path is None or path == "-":
         _common.emit_json(registry.export_data(query))
         return
     data = transfer.export_file(registry, path, query)

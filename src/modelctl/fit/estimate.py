@@ -216,18 +216,24 @@ def from_download(size: int) -> _Facts:
                    basis="download size", notes=notes)  # fmt: skip
 
 
-def size_on_disk(path: str | os.PathLike[str] | None) -> int:
-    """Bytes of a file, or of every file under a folder (links not followed); 0 if none."""
+def size_on_disk(path: str | os.PathLike[str] | None, *, most: int = 10_000) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed, other file systems
+    not entered); 0 if none, or if the folder holds more than `most` files: no model's folder
+    does, and a location such as `/` is not walked to the end."""
     if not path or not os.path.exists(path):
         return 0
     if os.path.isfile(path):
         return os.path.getsize(path)
-    total = 0
-    for folder, _, files in os.walk(path):
+    total = count = 0
+    for folder, folders, files in os.walk(path):
+        folders[:] = [f for f in folders if not os.path.ismount(os.path.join(folder, f))]
+        count += len(files)
+        if count > most:
+            return 0
         for name in files:
             full = os.path.join(folder, name)
-            if not os.path.islink(full):
-                total += os.path.getsize(full)
+            with contextlib.suppress(OSError):  # gone since it was listed, or unreadable
+                total += 0 if os.path.islink(full) else os.path.getsize(full)
     return total
 
 

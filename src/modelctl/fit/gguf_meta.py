@@ -172,7 +172,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     Cached per file, size and modification time: a file read once is not parsed again.
     """
     parts = shard_paths(path)
-    missing = [str(p) for p in parts if not p.is_file()]
+    missing = [str(p) for p in parts if not os.path.isfile(p)]  # a name too long: not found
     if missing:
         raise InvalidGGUF(f"GGUF file not found: {', '.join(missing)}", hint="check the path")
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in parts)

@@ -35,8 +35,11 @@ class ServerClient:
 
     @staticmethod
     def quote(model: str) -> str:
-        """A model id for a path: `/` and `:` stay as they are, anything else is escaped."""
-        return quote(model, safe="/:@")
+        """A model id for a path: `/` and `:` stay as they are, anything else is escaped, and
+        so are the dots of a `.` or `..` part (an HTTP client reads those as steps up the path:
+        `unload ../loaded` would have unloaded every model)."""
+        parts = quote(model, safe="/:@").split("/")
+        return "/".join(p.replace(".", "%2E") if p in (".", "..") else p for p in parts)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx

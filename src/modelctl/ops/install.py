@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from modelctl.backends import DeletePlan, ProgressFn
 from modelctl.record import naming
-from modelctl.record.errors import BackendError, InsufficientMemory, NotFound, PartialDelete
+from modelctl.record.errors import (
+    BackendError,
+    InsufficientMemory,
+    NotFound,
+    NotInstalled,
+    PartialDelete,
+)
 
 if TYPE_CHECKING:
     from modelctl.backends import Backend, BackendKind
@@ -142,7 +148,7 @@ def plan_remove(
 ) -> tuple[Model, DeletePlan]:
     model = registry[ref]
     if not model.installed:
-        raise BackendError(
+        raise NotInstalled(
             f"{model.id} is not installed", hint="modelctl forget removes the record"
         )
     if model.backend not in backends:

@@ -35,6 +35,8 @@ A user's mistake is one of these and prints as one line; anything else is a bug.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "BackendError",
     "Busy",
@@ -68,15 +70,25 @@ __all__ = [
 ]
 
 
+_LONG = re.compile(r"\S{241,}")  # a name or path of more than 240 characters, in a message
+
+
+def _shorten(text: str) -> str:
+    """`text` with each very long name cut to its ends: a name of 10,000 characters echoed
+    whole would bury the message (and fill a terminal)."""
+    return _LONG.sub(lambda m: f"{m[0][:100]}…({len(m[0]) - 200:,} more)…{m[0][-100:]}", text)
+
+
 class ModelctlError(Exception):
     """Base of every error modelctl raises on purpose."""
 
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = _shorten(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint if hint is None else _shorten(hint)
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,10 @@ __all__ = ["export_file", "import_file", "read_json", "write_json_atomic"]
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON to a temporary file beside `path`, then rename it into place."""
     target = Path(path)
+    if "\0" in str(path):
+        raise ModelctlError(f"cannot write {str(path)!r}: a file name has no NUL bytes")
+    if not target.name or os.path.isdir(target):
+        raise ModelctlError(f"cannot write {str(path)!r}: it is a folder", hint="name a file")
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,13 +32,16 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a name too long, or a file on the way
+            temporary.unlink(missing_ok=True)
         raise ModelctlError(f"cannot write {target}: {exc.strerror}") from None
     return target
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """JSON from a file, or from standard input for `-`."""
+    if "\0" in str(path):
+        raise ImportFailed(f"no file {str(path)!r}: a file name has no NUL bytes")
     try:
         if str(path) == "-":
             return json.load(sys.stdin)
