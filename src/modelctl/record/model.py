@@ -89,7 +89,10 @@ def size_class_for(parameters: int) -> SizeClass:
 
 _BACKEND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
-_TAG = re.compile(r"^[^\s,\x00-\x1f\x7f]{1,128}$")
+# what check_id takes, for the JSON schema (where \s, as JavaScript reads it, lacks \x85)
+_ID_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]{1,256}$"
+_QUANTIZATION = r"[A-Za-z0-9_.-]{1,32}"
+_TAG = re.compile(r"^[^\s,\x00-\x1f\x7f\x85]{1,128}$")
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -118,8 +121,10 @@ class Pricing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: float = Field(default=0.0, ge=0, description="per million input tokens")
-    output: float = Field(default=0.0, ge=0, description="per million output tokens")
+    # at most a million a million tokens: a cost stays a finite number (an infinite one broke
+    # every answer that carried it, JSON has no infinity)
+    input: float = Field(default=0.0, ge=0, le=1e6, description="per million input tokens")
+    output: float = Field(default=0.0, ge=0, le=1e6, description="per million output tokens")
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
@@ -131,17 +136,31 @@ class Model(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(description="registry key: unique, no spaces")
+    id: str = Field(
+        description="registry key: unique, no spaces", json_schema_extra={"pattern": _ID_PATTERN}
+    )
     name: str | None = Field(default=None, description="display name; the id when unset")
-    backend: str = Field(description="the backend that holds or serves it: ollama, openai, …")
+    backend: str = Field(
+        description="the backend that holds or serves it: ollama, openai, …",
+        json_schema_extra={"pattern": _BACKEND.pattern},
+    )
     refs: dict[str, str] = Field(
-        default_factory=dict, description="the id each backend knows it by"
+        default_factory=dict,
+        description="the id each backend knows it by",
+        json_schema_extra={
+            "propertyNames": {"pattern": _BACKEND.pattern},
+            "additionalProperties": {"type": "string", "pattern": r"\S"},
+        },
     )
     tasks: list[Task] = Field(default_factory=list)
     capabilities: list[Capability] = Field(default_factory=list)
     parameters: int | None = Field(default=None, gt=0, description="parameter count")
     size: SizeClass | None = Field(default=None, description="derived from parameters if unset")
-    quantization: str | None = Field(default=None, description="Q4_K_M, Q8_0, F16, INT4, …")
+    quantization: str | None = Field(
+        default=None,
+        description="Q4_K_M, Q8_0, F16, INT4, …",
+        json_schema_extra={"pattern": f"^{_QUANTIZATION}$"},
+    )
     context_length: int | None = Field(default=None, gt=0, description="tokens")
     max_output_tokens: int | None = Field(default=None, gt=0)
     file_size: int | None = Field(default=None, ge=0, description="bytes on disk")
@@ -157,11 +176,19 @@ class Model(BaseModel):
     pricing: Pricing | None = None
     license: str | None = None
     description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    aliases: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "pattern": _TAG.pattern}},
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "pattern": _ID_PATTERN}},
+    )
     custom: dict[str, JsonValue] = Field(default_factory=dict, description="user metadata")
     defaults: dict[str, JsonValue] = Field(
-        default_factory=dict, description="generation options applied to every request"
+        default_factory=dict,
+        description="generation options applied to every request",
+        json_schema_extra={"propertyNames": {"enum": sorted(GENERATION_OPTIONS)}},
     )
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -229,7 +256,7 @@ class Model(BaseModel):
     def _quantization(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value.strip()):
+        if not re.fullmatch(_QUANTIZATION, value.strip()):
             raise ValueError(f"quantization {value!r} is not a quantization name (e.g. Q4_K_M)")
         return naming.normalize_quantization(value)
 

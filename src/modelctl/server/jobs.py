@@ -10,14 +10,16 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from modelctl.backends import Progress
 from modelctl.manager import ModelManager
 from modelctl.record.errors import Cancelled, ModelctlError, NotFound
 from modelctl.server.errors import classify
 
-__all__ = ["Job", "Jobs"]
+__all__ = ["InstallJob", "Job", "Jobs"]
 
 FINISHED = ("done", "failed", "cancelled")
 EVENTS_KEPT = 64  # the latest progress of a job: a multi-gigabyte download reports thousands
@@ -58,6 +60,22 @@ class Job:
             "created": self.created,
             "finished": self.finished,
         }
+
+
+class InstallJob(BaseModel):
+    """A job as the API answers it (`Job.to_dict`), for the OpenAPI document."""
+
+    id: str
+    model: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    status: str = Field(description="the backend's words for the current step")
+    completed: int | None
+    total: int | None
+    error: str | None
+    code: str | None
+    result: str | None = Field(description="the installed model's id")
+    created: float
+    finished: float | None
 
 
 class Jobs:

@@ -4,11 +4,11 @@ Model ids hold `/` and `:` (`Qwen/Qwen2.5-0.5B-Instruct`, `llama3.2:3b`): they g
 they are (`/api/v1/models/Qwen/Qwen2.5-0.5B-Instruct`); actions on a model take it in the body.
 """
 
+import asyncio
 import contextlib
 import json
-import queue
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -18,12 +18,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelctl import __version__
 from modelctl.record.errors import InvalidRequest
 from modelctl.record.kinds import Capability, Purpose, SizeClass, Task
+from modelctl.record.model import Model
 from modelctl.record.units import parse_bytes, parse_duration, parse_field
+from modelctl.server.document import (
+    NUMBER,
+    STRING,
+    ManagementError,
+    errors,
+    event_stream,
+    link,
+    obj,
+    returns,
+)
+from modelctl.server.jobs import InstallJob
 from modelctl.server.state import ServerState, state
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["management"])
+router = APIRouter(prefix="/api/v1", tags=["management"], responses=errors(ManagementError))
 
 ModelPath = Annotated[str, "a model id, alias or reference; `/` and `:` as they are"]
 
@@ -73,7 +85,41 @@ def list_models(
     return JSONResponse({"models": records, "count": len(records)})
 
 
-@router.post("/models", status_code=201)
+class ModelRecord(Model):
+    """A model's record as the API answers it, with its groups."""
+
+    groups: list[str] = Field(default_factory=list)
+
+
+_ID = "$response.body#/id"
+_NAMED = "$response.body#/model"
+_TAG = "$response.body#/tags/0"
+_MODEL = {
+    "GetModel": link("get", "/api/v1/models/{ref}", "the model's record", path_ref=_ID),
+    "UpdateModel": link("patch", "/api/v1/models/{ref}", "change it", path_ref=_ID),
+    "DeleteModel": link("delete", "/api/v1/models/{ref}", "delete it", path_ref=_ID),
+    "Tagged": link("get", "/api/v1/models", "models with its first tag", query_tag=_TAG),
+    "Capabilities": link("get", "/api/v1/capabilities/{ref}", "what it can do", path_ref=_ID),
+    "Fit": link("get", "/api/v1/compatibility/{ref}", "will it fit here", path_ref=_ID),
+    "OpenAIModel": link("get", "/v1/models/{model}", "as OpenAI lists it", path_model=_ID),
+    "OllamaShow": link("post", "/api/show", "as Ollama shows it", body={"model": _ID}),
+    "Usage": link("post", "/api/v1/usage", "a call it served elsewhere", body={"model": _ID}),
+}
+_CHANGED = _MODEL | {
+    "ByAlias": link("get", "/api/v1/models/{ref}", "by its first alias",
+                    path_ref="$response.body#/aliases/0"),
+    "Grouped": link("get", "/api/v1/models", "models in its first group",
+                    query_group="$response.body#/groups/0"),
+}  # fmt: skip
+_RECORD_BODY = {"$ref": "#/components/schemas/Model"}
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": _RECORD_BODY}}}},
+    **returns(201, Model, links=_MODEL),
+)
 def add_model(record: dict[str, Any], request: Request, replace: bool = False) -> dict[str, Any]:
     """Register a model record (`replace=true` overwrites one with the same id)."""
     return _ctl(request).manager.add_model(record, replace=replace).to_dict()
@@ -104,7 +150,7 @@ def logs(ref: str, request: Request, lines: int = Query(100, ge=0, le=10_000)) -
     return state(request).manager.logs(ref, lines)
 
 
-@router.get("/models/{ref:path}")
+@router.get("/models/{ref:path}", **returns(200, ModelRecord))
 def get_model(ref: ModelPath, request: Request) -> dict[str, Any]:
     """One model's record, with its groups."""
     ctl = _ctl(request)
@@ -112,7 +158,7 @@ def get_model(ref: ModelPath, request: Request) -> dict[str, Any]:
     return record | {"groups": ctl.manager.registry.groups_of(record["id"])}
 
 
-@router.patch("/models/{ref:path}")
+@router.patch("/models/{ref:path}", **returns(200, ModelRecord, links=_CHANGED))
 def update_model(ref: ModelPath, changes: ModelChanges, request: Request) -> dict[str, Any]:
     """Tags, aliases, groups, custom metadata, default parameters and fields, in one
     transaction: all of it, or (on any error) none of it."""
@@ -124,13 +170,16 @@ def update_model(ref: ModelPath, changes: ModelChanges, request: Request) -> dic
             registry.tag(model_id, *changes.add_tags)
         if changes.remove_tags:
             registry.untag(model_id, *changes.remove_tags)
+        # removing what the model does not have is nothing to do, as for tags (and another
+        # model's alias stays that model's: it was removed from it)
         for alias in changes.remove_aliases:
-            registry.unalias(alias)
+            if registry.store.resolve_alias(alias) == model_id:
+                registry.unalias(alias)
         for alias in changes.add_aliases:
             registry.alias(alias, model_id)
         for name in changes.add_groups:
             registry.group(name, model_id)
-        for name in changes.remove_groups:
+        for name in set(changes.remove_groups) & set(registry.groups_of(model_id)):
             registry.ungroup(name, model_id)
         for key, value in changes.custom.items():
             if value is None:
@@ -146,7 +195,14 @@ def update_model(ref: ModelPath, changes: ModelChanges, request: Request) -> dic
     return get_model(model_id, request)
 
 
-@router.delete("/models/{ref:path}")
+@router.delete(
+    "/models/{ref:path}",
+    **returns(
+        200, obj(("model", "plan", "forgotten"), model=STRING, forgotten={"type": "boolean"}),
+        links={"GetModel": link("get", "/api/v1/models/{ref}", "its record, if it stays",
+                                path_ref=_NAMED)},
+    ),
+)  # fmt: skip
 def delete_model(
     ref: ModelPath,
     request: Request,
@@ -304,30 +360,44 @@ class InstallRequest(BaseModel):
     force: bool = False
 
 
-@router.post("/installs", status_code=202)
+_JOB = "$response.body#/id"
+_FOLLOW = {
+    "GetInstall": link("get", "/api/v1/installs/{job_id}", "the job", path_job_id=_JOB),
+    "CancelInstall": link("delete", "/api/v1/installs/{job_id}", "cancel it", path_job_id=_JOB),
+    "InstallEvents": link(
+        "get", "/api/v1/installs/{job_id}/events", "its progress", path_job_id=_JOB
+    ),
+}
+
+
+@router.post("/installs", status_code=202, **returns(202, InstallJob, links=_FOLLOW))
 def start_install(payload: InstallRequest, request: Request) -> dict[str, Any]:
     """Start an install job; follow it at `/installs/{id}` or `/installs/{id}/events`."""
     options = payload.model_dump(exclude={"model"}, exclude_none=True)
     return _ctl(request).jobs.start(payload.model, **options).to_dict()
 
 
-@router.get("/installs")
+@router.get("/installs", **returns(200, list[InstallJob]))
 def list_installs(request: Request) -> list[dict[str, Any]]:
     return [j.to_dict() for j in _ctl(request).jobs.list()]
 
 
-@router.get("/installs/{job_id}")
+@router.get("/installs/{job_id}", **returns(200, InstallJob))
 def get_install(job_id: str, request: Request) -> dict[str, Any]:
     return _ctl(request).jobs.get(job_id).to_dict()
 
 
-@router.delete("/installs/{job_id}")
+@router.delete("/installs/{job_id}", **returns(200, InstallJob))
 def cancel_install(job_id: str, request: Request) -> dict[str, Any]:
     """Cancel a job; the download stops at its next progress report (resumable later)."""
     return _ctl(request).jobs.cancel(job_id).to_dict()
 
 
-@router.get("/installs/{job_id}/events")
+@router.get(
+    "/installs/{job_id}/events",
+    response_class=StreamingResponse,
+    **returns(200, None, streams=event_stream(InstallJob.model_json_schema())),
+)
 def install_events(job_id: str, request: Request) -> StreamingResponse:
     """The job's progress as server-sent events, until it finishes."""
     ctl = _ctl(request)
@@ -372,7 +442,15 @@ def loaded(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/loaded")
+_SLOT = {
+    "Unload": link("delete", "/api/v1/loaded/{ref}", "unload it", path_ref=_NAMED),
+    "Logs": link("get", "/api/v1/logs/{ref}", "its worker's log", path_ref=_NAMED),
+}
+
+
+@router.post(
+    "/loaded", **returns(200, obj(("model", "state"), model=STRING, state=STRING), links=_SLOT)
+)
 def load(payload: LoadRequest, request: Request) -> dict[str, Any]:
     """Load a model (waits until it is ready); pin, priority and keep-alive apply."""
     ctl = _ctl(request)
@@ -419,22 +497,37 @@ def save_state(request: Request) -> dict[str, Any]:
 # ---------------------------------------------------------------------- usage
 
 
+MAX_TOKENS = 10**12  # in one call, at most
+
+
 class UsageRecord(BaseModel):
     """A call made elsewhere, for the ledger."""
 
     model: str = Field(min_length=1, max_length=512)
     latency: float = Field(ge=0, le=86_400, description="seconds")
-    tokens_in: int = Field(0, ge=0)
-    tokens_out: int = Field(0, ge=0)
+    # bounded: the ledger is SQLite, whose integers end at 2**63 (a larger one lost the batch
+    # being written, and every read of the ledger failed with a 500 until then)
+    tokens_in: int = Field(0, ge=0, le=MAX_TOKENS)
+    tokens_out: int = Field(0, ge=0, le=MAX_TOKENS)
     ttft: float | None = Field(None, ge=0, le=86_400)
     ok: bool = True
     error: str | None = None
     kind: Literal["chat", "completion", "embedding", "other"] = "chat"
     client: str | None = None
-    cost: float | None = Field(None, ge=0)
+    cost: float | None = Field(None, ge=0, le=1e12)
 
 
-@router.post("/usage", status_code=201)
+@router.post(
+    "/usage",
+    status_code=201,
+    **returns(
+        201, obj(("model", "cost", "at"), model=STRING, at=NUMBER),
+        links={
+            "Rows": link("get", "/api/v1/usage", "its rows", query_model=_NAMED),
+            "Stats": link("get", "/api/v1/stats", "its figures", query_model=_NAMED),
+        },
+    ),
+)  # fmt: skip
 def record_usage(payload: UsageRecord, request: Request) -> dict[str, Any]:
     ctl = _ctl(request)
     data = payload.model_dump()
@@ -469,29 +562,42 @@ def stats(
 # ---------------------------------------------------------------------- events
 
 
-@router.get("/events")
-def events(request: Request, recent: bool = Query(True, description="replay recent events")):
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    **returns(200, None, streams=event_stream({"type": "object"})),
+)
+async def events(
+    request: Request, recent: bool = Query(True, description="replay recent events")
+) -> StreamingResponse:
     """Scheduler events (loading, loaded, failed, switched, unloaded, evicted) as server-sent
     events, as they happen."""
     bus = _ctl(request).manager.events
-    inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
     backlog = list(bus.recent) if recent else []
 
-    def deliver(event: Any) -> None:
+    def offer(event: Any) -> None:
         # a reader that stopped reading loses events; it never stalls a load
-        with contextlib.suppress(queue.Full):
+        with contextlib.suppress(asyncio.QueueFull):
             inbox.put_nowait(event)
 
-    unsubscribe = bus.on("*", deliver)
+    def deliver(event: Any) -> None:  # on the thread that emits it
+        with contextlib.suppress(RuntimeError):  # the server has stopped
+            loop.call_soon_threadsafe(offer, event)
 
-    def stream() -> Iterator[str]:
+    unsubscribe = bus.on("*", deliver)  # the bus's lock guards a list: held for an append
+
+    async def stream() -> AsyncIterator[str]:
+        # on the loop: a client that leaves ends it at once (a worker thread waiting for the
+        # next event was held until the keep-alive, and 40 readers held every worker)
         try:
             for event in backlog:
                 yield _sse(event.name, event.to_dict())
             while True:
                 try:
-                    event = inbox.get(timeout=15)
-                except queue.Empty:
+                    event = await asyncio.wait_for(inbox.get(), 15)
+                except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
                 yield _sse(event.name, event.to_dict())

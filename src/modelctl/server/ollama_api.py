@@ -19,11 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelctl import __version__
 from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.units import format_parameters, parse_duration, parse_field
+from modelctl.server.document import (
+    INTEGER,
+    NUMBER,
+    STRING,
+    OllamaError,
+    errors,
+    json_lines,
+    obj,
+    returns,
+)
 from modelctl.server.state import ServerState, client_name, state, usable, while_connected
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api", tags=["ollama"])
+router = APIRouter(prefix="/api", tags=["ollama"], responses=errors(OllamaError))
 
 NDJSON = "application/x-ndjson"
 # Ollama's option names → the OpenAI-shaped ones every runtime takes
@@ -32,6 +42,39 @@ OPTION_NAMES = {
     "stop": "stop", "seed": "seed", "repeat_penalty": "repeat_penalty", "min_p": "min_p",
     "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
 }  # fmt: skip
+
+
+# The answers, as the OpenAPI document gives them (Ollama's shapes; other fields may come too)
+_ERROR = obj(("error",), error=STRING)
+_BOOLEAN = {"type": "boolean"}
+_DONE = {
+    "done": _BOOLEAN, "done_reason": STRING, "total_duration": INTEGER,
+    "load_duration": INTEGER, "prompt_eval_count": INTEGER, "eval_count": INTEGER,
+}  # fmt: skip
+_TOOL_CALLS = {"type": "array", "items": obj(("function",), function=obj(("name",), name=STRING))}
+CHAT_LINE = obj(
+    ("model", "created_at", "message", "done"), model=STRING, created_at=STRING,
+    message=obj(("role", "content"), role=STRING, content=STRING, tool_calls=_TOOL_CALLS),
+    **_DONE,
+)  # fmt: skip
+GENERATE_LINE = obj(
+    ("model", "created_at", "response", "done"), model=STRING, created_at=STRING,
+    response=STRING, **_DONE,
+)  # fmt: skip
+_VECTOR = {"type": "array", "items": NUMBER}
+EMBEDDINGS = obj(
+    ("model", "embeddings"), model=STRING, embeddings={"type": "array", "items": _VECTOR}
+)
+_DETAILS = obj(
+    ("format", "family", "parameter_size", "quantization_level"), format=STRING,
+    family=STRING, parameter_size=STRING, quantization_level=STRING,
+)  # fmt: skip
+LISTED = obj(
+    ("name", "model", "modified_at", "size", "digest", "details"), name=STRING, model=STRING,
+    modified_at=STRING, size=INTEGER, digest=STRING, details=_DETAILS,
+)  # fmt: skip
+_LISTED_ALL = obj(("models",), models={"type": "array", "items": LISTED})
+PULL_LINE = obj(("status",), status=STRING, digest=STRING, total=INTEGER, completed=INTEGER)
 
 
 class _Request(BaseModel):
@@ -145,7 +188,7 @@ def _lifecycle_only(ctl: ServerState, model_id: str, options: dict[str, Any], ki
     return JSONResponse(done)
 
 
-@router.post("/chat")
+@router.post("/chat", **returns(200, CHAT_LINE, streams=json_lines({"anyOf": [CHAT_LINE, _ERROR]})))
 async def chat(payload: ChatRequest, request: Request) -> Response:
     """A chat turn; streams newline-delimited JSON unless `stream: false`."""
     ctl = state(request)
@@ -161,7 +204,10 @@ async def chat(payload: ChatRequest, request: Request) -> Response:
     return await _reply(answer, model_id, "chat", started, payload.stream)
 
 
-@router.post("/generate")
+@router.post(
+    "/generate",
+    **returns(200, GENERATE_LINE, streams=json_lines({"anyOf": [GENERATE_LINE, _ERROR]})),
+)
 async def generate(payload: GenerateRequest, request: Request) -> Response:
     """A completion: through the chat template, or as is with `raw: true`."""
     ctl = state(request)
@@ -291,7 +337,7 @@ async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-@router.post("/embed")
+@router.post("/embed", **returns(200, EMBEDDINGS))
 async def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
     """Embeddings for one text or a list."""
     ctl = state(request)
@@ -309,7 +355,7 @@ async def embed(payload: EmbedRequest, request: Request) -> JSONResponse:
     )
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **returns(200, obj(("embedding",), embedding=_VECTOR)))
 async def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONResponse:
     """The older endpoint: one prompt, one `embedding`."""
     ctl = state(request)
@@ -350,7 +396,7 @@ def _listed(record: dict[str, Any], formats: dict[str, str | None]) -> dict[str,
     }
 
 
-@router.get("/tags")
+@router.get("/tags", **returns(200, _LISTED_ALL))
 def tags(request: Request) -> JSONResponse:
     """Every model a request can name: installed ones, and those served elsewhere."""
     ctl = state(request)
@@ -358,7 +404,7 @@ def tags(request: Request) -> JSONResponse:
     return JSONResponse({"models": [_listed(r, formats) for r in usable(ctl)]})
 
 
-@router.get("/ps")
+@router.get("/ps", **returns(200, _LISTED_ALL))
 def ps(request: Request) -> JSONResponse:
     """Models loaded now, with size, VRAM and when they expire."""
     ctl = state(request)
@@ -390,7 +436,14 @@ _CAPABILITIES = {
 }  # fmt: skip
 
 
-@router.post("/show")
+@router.post(
+    "/show",
+    **returns(200, obj(
+        ("modelfile", "parameters", "template", "details", "model_info", "capabilities"),
+        modelfile=STRING, parameters=STRING, template=STRING, details=_DETAILS,
+        model_info={"type": "object"}, capabilities={"type": "array", "items": STRING},
+    )),
+)  # fmt: skip
 def show(payload: ModelRequest, request: Request) -> JSONResponse:
     """A model's details, parameters, template and capabilities."""
     ctl = state(request)
@@ -422,7 +475,7 @@ def show(payload: ModelRequest, request: Request) -> JSONResponse:
     )
 
 
-@router.post("/pull")
+@router.post("/pull", **returns(200, PULL_LINE, streams=json_lines({"anyOf": [PULL_LINE, _ERROR]})))
 def pull(payload: ModelRequest, request: Request) -> Response:
     """Install a model; streams progress lines as Ollama does unless `stream: false`."""
     ctl = state(request)
@@ -447,7 +500,7 @@ def pull(payload: ModelRequest, request: Request) -> Response:
     return StreamingResponse(lines(), media_type=NDJSON)
 
 
-@router.delete("/delete")
+@router.delete("/delete", response_class=Response)  # 200 and no body, as Ollama answers
 def delete(payload: ModelRequest, request: Request) -> Response:
     """Delete a model's files (it is unloaded first); the record stays, not installed."""
     ctl = state(request)

@@ -20,12 +20,65 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.record.units import parse_duration, parse_field
+from modelctl.server.document import (
+    INTEGER,
+    NUMBER,
+    OPTIONAL_STRING,
+    STRING,
+    OpenAIError,
+    errors,
+    event_stream,
+    obj,
+    returns,
+)
 from modelctl.server.errors import body, classify
 from modelctl.server.state import client_name, state, usable, while_connected
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(OpenAIError))
+
+# The answers, as the OpenAPI document gives them (OpenAI's shapes; other fields may come too)
+_ERROR = obj(("error",), error=obj(
+    ("message", "type", "param", "code"), message=STRING, type=STRING, param=OPTIONAL_STRING,
+    code=STRING,
+))  # fmt: skip
+_USAGE = obj((), prompt_tokens=INTEGER, completion_tokens=INTEGER, total_tokens=INTEGER)
+_DELTA = {"role": STRING, "content": OPTIONAL_STRING, "tool_calls": {"type": "array"}}
+_FINISH = {"finish_reason": OPTIONAL_STRING}
+
+
+def _answer(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    return obj(
+        ("id", "object", "created", "model", "choices"), id=STRING, object={"const": kind},
+        created=INTEGER, model=STRING, choices={"type": "array", "items": choice},
+        usage={"anyOf": [_USAGE, {"type": "null"}]},
+    )  # fmt: skip
+
+
+CHAT_ANSWER = _answer(
+    "chat.completion",
+    obj(("index", "message"), index=INTEGER, message=obj(("role",), **_DELTA), **_FINISH),
+)
+CHAT_CHUNK = _answer(
+    "chat.completion.chunk",
+    obj(("index", "delta"), index=INTEGER, delta=obj((), **_DELTA), **_FINISH),
+)
+TEXT_ANSWER = _answer(
+    "text_completion", obj(("index", "text"), index=INTEGER, text=STRING, **_FINISH)
+)
+_VECTOR = {"anyOf": [{"type": "array", "items": NUMBER}, STRING]}  # floats, or base64
+EMBEDDINGS = obj(
+    ("object", "data", "model"), object={"const": "list"}, model=STRING, usage=_USAGE,
+    data={"type": "array", "items": obj(("index", "embedding"), index=INTEGER, embedding=_VECTOR)},
+)  # fmt: skip
+LISTING = obj(
+    ("id", "object", "created", "owned_by"), id=STRING, object={"const": "model"},
+    created=INTEGER, owned_by=STRING,
+)  # fmt: skip
+LISTINGS = obj(
+    ("object", "data"), object={"const": "list"}, data={"type": "array", "items": LISTING}
+)
 
 
 class ToolFunction(BaseModel):
@@ -80,12 +133,47 @@ class Sampling(BaseModel):
         return given
 
 
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=512)
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="a JSON schema")
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=512)
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
+    response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(Sampling):
@@ -111,19 +199,25 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    **returns(200, CHAT_ANSWER, streams=event_stream({"anyOf": [CHAT_CHUNK, _ERROR]}, done=True)),
+)
 async def chat_completions(payload: ChatRequest, request: Request) -> Response:
     """A chat completion; `stream: true` answers in server-sent events."""
     options = payload.options()
     if payload.max_completion_tokens is not None:
         options.setdefault("max_tokens", payload.max_completion_tokens)
-    for key in ("tools", "tool_choice", "response_format"):
-        if getattr(payload, key) is not None:
-            options[key] = getattr(payload, key)
+    options |= payload.model_dump(
+        include={"tools", "tool_choice", "response_format"}, exclude_none=True
+    )
     return await _answer(request, "chat", payload.model, _messages(payload), options, payload.user)
 
 
-@router.post("/completions")
+@router.post(
+    "/completions",
+    **returns(200, TEXT_ANSWER, streams=event_stream({"anyOf": [TEXT_ANSWER, _ERROR]}, done=True)),
+)
 async def completions(payload: CompletionRequest, request: Request) -> Response:
     """A text completion (no chat template)."""
     prompt = payload.prompt
@@ -167,7 +261,7 @@ async def _events(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **returns(200, EMBEDDINGS))
 async def embeddings(payload: EmbeddingRequest, request: Request) -> JSONResponse:
     """Embeddings for a text or a list of texts (floats, or base64 of little-endian float32)."""
     ctl = state(request)
@@ -201,14 +295,14 @@ def _listing(record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "object": "model", "created": stamp, "owned_by": record["backend"]}
 
 
-@router.get("/models")
+@router.get("/models", **returns(200, LISTINGS))
 def list_models(request: Request) -> JSONResponse:
     """Every model a request can name: installed ones and those served elsewhere."""
     data = [_listing(r) for r in usable(state(request))]
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.get("/models/{model:path}")
+@router.get("/models/{model:path}", **returns(200, LISTING))
 def retrieve_model(model: str, request: Request) -> JSONResponse:
     """One model, by id, alias or reference (ids may hold `/` and `:`)."""
     ctl = state(request)
