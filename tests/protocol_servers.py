@@ -135,6 +135,7 @@ class FakeOllama:
     listed: dict[str, int] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)  # name → keep_alive it was given
     requests: list[Any] = field(default_factory=list)
+    cut_streams: bool = False  # answer streams end early, without `done: true`
 
     def handle(self, h: Handler) -> None:
         path = h.path.split("?")[0]
@@ -242,6 +243,8 @@ class FakeOllama:
         if not body.get("stream", True):
             return h.send_json(200, piece("".join(words), True))
         events = [*(piece(w, False) for w in words), piece("", True)]
+        if self.cut_streams:  # a daemon that ends its stream early, but cleanly
+            events = events[:2]
         write_chunked(h, "application/x-ndjson", [(json.dumps(e) + "\n").encode() for e in events])
         return None
 

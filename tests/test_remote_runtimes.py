@@ -177,3 +177,17 @@ def test_anthropic_runtime_and_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
             stats = m.usage_stats(claude)["models"][claude]
             assert stats["requests"] == 5 and stats["errors"] == 1
             assert stats["tokens_in"] == 12 * 4  # the stream's usage came in its last chunk
+
+
+def test_an_ollama_stream_that_ends_early_is_an_error(ollama: FakeOllama) -> None:
+    """A daemon whose answer stream stops before `done: true` (it crashed, or a proxy cut it):
+    the request ends with an error that says so, not with a short answer taken for whole."""
+    from modelctl.record.errors import BackendError
+
+    with ModelManager() as m:
+        m.sync(only=["ollama"])
+        ollama.cut_streams = True
+        with pytest.raises(BackendError, match="ended its stream before the answer was complete"):
+            list(m.chat(MESSAGES, "llama3.2:3b", stream=True))
+        ollama.cut_streams = False
+        assert list(m.chat(MESSAGES, "llama3.2:3b", stream=True))[-1]["choices"][0]["finish_reason"]

@@ -388,3 +388,41 @@ def test_a_steady_stream_of_requests_for_one_model_does_not_starve_another() -> 
     assert errors == [] and "a" in served[served.index("b") :]
     assert ledger.loads == {"a": 2, "b": 1}
     assert ledger.peak <= 150 * MB and ledger.closed_while_busy == []
+
+
+def test_two_loads_making_room_at_once_do_not_block_each_other() -> None:
+    """`x` and `y` are loaded and busy. `b` evicts `x` once it is idle and holds that room
+    while it waits for `y`; `c` arrives meanwhile. Each used to hold part of the room and wait
+    for the other until both failed; now `c` waits its turn behind `b`, and both load."""
+    sizes = {"x": 5 * MB, "y": 5 * MB, "b": 6 * MB, "c": 6 * MB}
+    sched, ledger = scheduler(sizes, budget=10 * MB, wait=10)
+    x, y = sched.acquire("x"), sched.acquire("y")
+    results: dict[str, Any] = {}
+
+    def load(name: str) -> None:
+        try:
+            results[name] = sched.load(name).state
+        except Exception as exc:  # pragma: no cover - reported below
+            results[name] = exc
+
+    b = threading.Thread(target=load, args=("b",))
+    b.start()
+    _until(lambda: "b" in sched._blocked)
+    sched.release(x)  # b evicts x, and holds its room while it waits for y
+    _until(lambda: sched.slots.get("b") is not None and sched.slots["b"].reserved > 0)
+    c = threading.Thread(target=load, args=("c",))
+    c.start()
+    _until(lambda: "c" in sched.slots)
+    sched.release(y)
+    b.join(timeout=30)
+    c.join(timeout=30)
+    assert results == {"b": "loaded", "c": "loaded"}
+    assert ledger.peak <= 10 * MB
+
+
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    """A readiness poll with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)

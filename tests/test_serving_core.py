@@ -482,3 +482,31 @@ def test_a_load_nobody_waits_for_any_more_is_cancelled(tmp_path: Path) -> None:
     asyncio.run(main())
     assert events.count("model-load-cancelled") == 1 and events.count("model-loaded") == 1
     registry.close()
+
+
+def test_an_unload_waiting_for_a_load_that_is_cancelled_returns(tmp_path: Path) -> None:
+    """`unload` waits for a load under way; that load is cancelled (its one client left), and
+    the unload returns instead of waiting for a state the gone slot can never reach."""
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    registry.add({"id": "m", "backend": "slow", "installed": True})
+    backend = SlowBackend()
+    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
+                        max_queue=10, queue_timeout=30)  # fmt: skip
+    unloaded: list[bool] = []
+
+    async def main() -> None:
+        ask = asyncio.create_task(requests.arequest("chat", "m", HELLO))
+        await _until(backend.started.is_set)
+        unload = threading.Thread(target=lambda: unloaded.append(scheduler.unload("m")))
+        unload.start()
+        await _until(lambda: len(scheduler._cond._waiters) == 1)  # the unload waits
+        ask.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ask
+        await asyncio.to_thread(unload.join, 30)
+        assert not unload.is_alive()
+
+    asyncio.run(main())
+    assert unloaded == [True] and "m" not in scheduler.slots
+    registry.close()

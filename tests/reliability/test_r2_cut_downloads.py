@@ -183,3 +183,4 @@ def test_cut_and_killed_downloads_never_leave_a_bad_or_half_installed_model(worl
         half_installed_models=half, seconds=round(time.monotonic() - started, 1),
     )  # fmt: skip
     assert (bad, half) == (0, 0)
+    assert resumed >= stats["cuts"]  # every cut download went on from where it stopped

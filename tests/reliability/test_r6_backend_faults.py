@@ -186,3 +186,4 @@ def test_a_backend_that_dies_or_hangs_ends_each_request_with_an_error_in_bounded
         library_requests=library, slowest_error_s=round(slowest, 2),
     )  # fmt: skip
     assert (ended, hung, served_after) == (total, 0, total)
+    assert slowest < CLIENT_LIMIT  # the library's calls too ended long before a client gives up

@@ -125,8 +125,9 @@ class Http:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, body, answer=True)
+    def post(self, path: str, body: Any = None, *, answer: bool = False) -> Any:
+        """A POST; `answer`: one that generates or loads, which may take `read_timeout`."""
+        return self.request("POST", path, body, answer=answer)
 
     def _lines(self, method: str, path: str, body: Any) -> Iterator[str]:
         """A streamed response's lines as they arrive; errors in words, as for any request."""
@@ -151,6 +152,17 @@ class Http:
         for line in self._lines(method, path, body):
             if line.strip():
                 yield self._parse(line)
+
+    def stream_until_done(
+        self, method: str, path: str, body: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """An answer streamed as NDJSON (Ollama's): objects until one says `done: true`; a
+        stream that ends before that was cut short, and says so."""
+        for event in self.stream_json_lines(method, path, body):
+            yield event
+            if event.get("done"):
+                return
+        raise cut_short(self.backend, self.base_url)
 
     def stream_sse(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
         """Server-sent events' `data:` objects until `[DONE]` (the OpenAI streaming format)."""

@@ -24,16 +24,18 @@ class OpenAIWireHandle(Handle):
         body = {"model": self.name, "messages": messages, "stream": stream, **options}
         if stream:
             return self.http.stream_sse("POST", "/chat/completions", body)
-        return self.http.post("/chat/completions", body)
+        return self.http.post("/chat/completions", body, answer=True)
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
         body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
         if stream:
             return self.http.stream_sse("POST", "/completions", body)
-        return self.http.post("/completions", body)
+        return self.http.post("/completions", body, answer=True)
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
-        return _vectors(self.http.post("/embeddings", {"model": self.name, "input": inputs}))
+        return _vectors(
+            self.http.post("/embeddings", {"model": self.name, "input": inputs}, answer=True)
+        )
 
     # The gateway's path: the same requests, awaited (no worker thread per request).
 

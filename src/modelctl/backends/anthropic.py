@@ -159,7 +159,7 @@ class AnthropicHandle(Handle):
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         body = self.request(messages, stream, options)
         if not stream:
-            return self.answer(self.http.post("/v1/messages", body))
+            return self.answer(self.http.post("/v1/messages", body, answer=True))
         return self._stream(self.http.stream_sse("POST", "/v1/messages", body))
 
     def _stream(self, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -111,7 +111,7 @@ class LMStudioHandle(OpenAIWireHandle):
         if context:
             body["context_length"] = int(context)
         try:
-            loaded = backend.http.post("/api/v1/models/load", body) or {}
+            loaded = backend.http.post("/api/v1/models/load", body, answer=True) or {}
         except BackendError as exc:
             if "answered 404" not in exc.message:
                 raise

@@ -193,7 +193,7 @@ class OllamaHandle(Handle):
         if options.get("context"):
             body["options"] = {"num_ctx": int(options["context"])}
         self.context = body.get("options")
-        self.http.post("/api/generate", body)
+        self.http.post("/api/generate", body, answer=True)  # a load: it may take long
 
     def _body(self, options: dict[str, Any], **fields: Any) -> dict[str, Any]:
         stream = bool(options.pop("stream", False))
@@ -212,24 +212,24 @@ class OllamaHandle(Handle):
         if stream:
             return (
                 _chat_chunk(self.model_id, e)
-                for e in self.http.stream_json_lines("POST", "/api/chat", body)
+                for e in self.http.stream_until_done("POST", "/api/chat", body)
             )
-        return _chat_answer(self.model_id, self.http.post("/api/chat", body))
+        return _chat_answer(self.model_id, self.http.post("/api/chat", body, answer=True))
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
         body = self._body({**options, "stream": stream}, prompt=prompt)
         if stream:
             return (
                 _text_chunk(self.model_id, e)
-                for e in self.http.stream_json_lines("POST", "/api/generate", body)
+                for e in self.http.stream_until_done("POST", "/api/generate", body)
             )
-        return _text_answer(self.model_id, self.http.post("/api/generate", body))
+        return _text_answer(self.model_id, self.http.post("/api/generate", body, answer=True))
 
     def embed(self, inputs: list[str]) -> list[list[float]]:
         body: dict[str, Any] = {"model": self.name, "input": inputs}
         if (keep := _keep_alive(self.keep_alive)) is not None:
             body["keep_alive"] = keep
-        return self.http.post("/api/embed", body)["embeddings"]
+        return self.http.post("/api/embed", body, answer=True)["embeddings"]
 
     def close(self) -> None:
         self.http.post("/api/generate", {"model": self.name, "keep_alive": 0})

@@ -326,7 +326,6 @@ class Scheduler:
                 and self.slots.get(slot.model_id) is slot
             ):  # fmt: skip
                 slot.cancel.set()
-                self.events.emit("model-load-cancelled", model=slot.model_id)
             self._cond.notify_all()
 
     @staticmethod
@@ -407,6 +406,7 @@ class Scheduler:
                     if self.slots.get(slot.model_id) is slot:
                         del self.slots[slot.model_id]
                     self._cond.notify_all()
+                self.events.emit("model-load-cancelled", model=slot.model_id)
                 raise Cancelled(
                     f"the load of {slot.model_id} was cancelled: nobody waits for it"
                 ) from None
@@ -483,10 +483,19 @@ class Scheduler:
         own = self.slots.get(model_id)
         while not self._fits(need, model_id):
             if own is not None and own.cancel.is_set():
+                self.events.emit("model-load-cancelled", model=model_id)
                 raise Cancelled(f"the load of {model_id} was cancelled: nobody waits for it")
             remaining = deadline - self.clock()
             if remaining > 0 and self._fits(need, model_id, after_unloads=True):
                 self._cond.wait(timeout=min(remaining, 0.5))  # room on its way: a worker stops
+                continue
+            ahead = [  # another load is making room already: one at a time, or two loads each
+                # holding part of the room would wait for each other
+                s for s in self.slots.values()
+                if s.state == "waiting" and s.reserved and s.model_id != model_id
+            ]  # fmt: skip
+            if ahead and remaining > 0:
+                self._cond.wait(timeout=min(remaining, 0.5))
                 continue
             idle = [
                 s
@@ -528,6 +537,11 @@ class Scheduler:
                     f"{', busy' if s.in_flight else ''})"
                     for s in self.slots.values() if s.state in ("loaded", "loading")
                 ) or "nothing"  # fmt: skip
+                held += "".join(
+                    f"; room held for {s.model_id} ({format_memory(s.reserved)}), loading next"
+                    for s in self.slots.values() if s.state == "waiting" and s.reserved
+                    and s.model_id != model_id
+                )  # fmt: skip
                 limit = f"{format_memory(self.budget)} budget" if self.budget is not None else ""
                 count = f"{self.max_loaded} models at most" if self.max_loaded is not None else ""
                 raise InsufficientMemory(
@@ -687,8 +701,11 @@ class Scheduler:
             if slot.state == "failed":
                 del self.slots[model_id]
                 return True
-            self._cond.wait_for(
-                lambda: slot.in_flight == 0 and slot.state not in ("waiting", "loading")
+            self._cond.wait_for(  # a load that fails or is cancelled leaves: nothing to wait for
+                lambda: (
+                    (slot.in_flight == 0 and slot.state not in ("waiting", "loading"))
+                    or self.slots.get(model_id) is not slot
+                )
             )
             if self.slots.get(model_id) is slot and slot.state == "loaded":
                 self._unload_locked(slot, reason=reason)
