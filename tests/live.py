@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,3 +38,17 @@ def running(manager: ModelManager, **options: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def serve_process(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """`modelctl serve --port 0` in a child process with `env`; returns it and its base URL,
+    once it says where it serves (its output goes on into the returned pipe)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelctl", "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "serving on" in line:
+            return proc, line.split("serving on ")[1].split()[0]
+    raise AssertionError(f"the server did not start: {proc.wait(10)}")

@@ -354,7 +354,7 @@ def test_a_steady_stream_of_requests_for_one_model_does_not_starve_another() -> 
         {"a": 100 * MB, "b": 100 * MB}, budget=150 * MB, wait=10, swap_batch=4, swap_turn=600
     )
     served: list[str] = []
-    enough = threading.Event()
+    enough, again = threading.Event(), threading.Event()  # again: `a` served after `b`
     stop = threading.Event()
     errors: list[Exception] = []
 
@@ -364,6 +364,8 @@ def test_a_steady_stream_of_requests_for_one_model_does_not_starve_another() -> 
                 with sched.use("a") as handle:
                     handle.chat([{"role": "user", "content": "hi"}], work=0.002)
                     served.append("a")
+                    if "b" in served:
+                        again.set()
                 if served.count("a") >= 20:
                     enough.set()
         except Exception as exc:  # pragma: no cover - reported below
@@ -377,10 +379,7 @@ def test_a_steady_stream_of_requests_for_one_model_does_not_starve_another() -> 
         with sched.use("b") as handle:
             handle.chat([{"role": "user", "content": "hi"}])
             served.append("b")
-        after = len(served)
-        deadline = time.monotonic() + 10  # a readiness poll: until `a` serves again
-        while len(served) == after and time.monotonic() < deadline:
-            time.sleep(0.001)
+        assert again.wait(10)  # `a` is loaded again for its requests
     finally:
         stop.set()
         for t in threads:

@@ -132,6 +132,23 @@ class HeldBackend(Backend):
         return self.handle
 
 
+def _core(
+    tmp_path: Path, backend: Backend, *ids: str, size: int = 0, max_queue: int = 512,
+    queue_timeout: float = 600.0, **limits: Any,
+) -> tuple[Registry, Scheduler, Requests]:  # fmt: skip
+    """A registry holding `ids` (default `m`), installed on `backend`; a scheduler that loads
+    them through it, each counted `size` bytes; and the requests on top."""
+    registry = Registry.open(tmp_path / "registry.sqlite")
+    for model_id in ids or ("m",):
+        registry.add({"id": model_id, "backend": backend.name, "installed": True})
+    scheduler = Scheduler(
+        resolve=lambda i: (registry[i], backend), estimate=lambda m, o: size, **limits
+    )
+    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
+                        max_queue=max_queue, queue_timeout=queue_timeout)  # fmt: skip
+    return registry, scheduler, requests
+
+
 async def _until(condition: Any, timeout: float = 5.0) -> None:
     """Let the loop run until `condition()` holds (a readiness poll with a deadline)."""
     async with asyncio.timeout(timeout):
@@ -140,12 +157,8 @@ async def _until(condition: Any, timeout: float = 5.0) -> None:
 
 
 def test_a_bounded_queue_per_model(tmp_path: Path) -> None:
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    registry.add({"id": "m", "backend": "held", "installed": True})
     backend = HeldBackend(settings=None)  # type: ignore[arg-type]
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
-                        max_queue=2, queue_timeout=30)  # fmt: skip
+    registry, scheduler, requests = _core(tmp_path, backend, max_queue=2, queue_timeout=30)
 
     def ask(text: str) -> Any:
         return requests.arequest("chat", "m", [{"role": "user", "content": text}])
@@ -284,12 +297,9 @@ def test_a_stream_dropped_before_its_first_chunk_gives_the_model_back(tmp_path: 
     `finally` never runs; dropping it lets go of the turn and the slot."""
     import gc
 
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    registry.add({"id": "m", "backend": "held", "installed": True})
     backend = HeldBackend(settings=None)  # type: ignore[arg-type]
     backend.load = lambda model, **o: HeldStreamHandle(model.id)  # type: ignore[method-assign]
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store))
+    registry, scheduler, requests = _core(tmp_path, backend)
 
     async def main() -> None:
         stream = await requests.arequest("chat", "m", HELLO, stream=True)
@@ -321,11 +331,8 @@ def test_a_request_whose_client_hangs_up_while_queued_leaves_the_queue(tmp_path:
             await self.hang_up.wait()
             return {"type": "http.disconnect"}
 
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    registry.add({"id": "m", "backend": "held", "installed": True})
     backend = HeldBackend(settings=None)  # type: ignore[arg-type]
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store))
+    registry, scheduler, requests = _core(tmp_path, backend)
 
     async def main() -> None:
         first = asyncio.create_task(requests.arequest("chat", "m", HELLO))
@@ -388,14 +395,10 @@ def test_models_that_take_turns_swap_in_batches(tmp_path: Path) -> None:
     `b` arrives: `a` serves a batch of `swap_batch` more, yields, `b` is loaded and served, and
     `a` is loaded again for the rest. Before, `b` waited until every request queued for `a`
     was served (and a steady stream of them would have starved it)."""
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    for name in ("a", "b"):
-        registry.add({"id": name, "backend": "turns", "installed": True})
     backend = TurnBackend()
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 100,
-                          budget=150, swap_batch=3, swap_turn=600)  # fmt: skip
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
-                        max_queue=100, queue_timeout=30)  # fmt: skip
+    registry, scheduler, requests = _core(
+        tmp_path, backend, "a", "b", size=100, budget=150, swap_batch=3, swap_turn=600
+    )
 
     def ask(model: str) -> Any:
         return requests.arequest("chat", model, [{"role": "user", "content": model}])
@@ -448,12 +451,8 @@ class SlowBackend(Backend):
 def test_a_load_nobody_waits_for_any_more_is_cancelled(tmp_path: Path) -> None:
     """Two requests wait for one load: the first leaving changes nothing, the second leaving
     cancels the load (a worker being started is stopped); the next request loads it anew."""
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    registry.add({"id": "m", "backend": "slow", "installed": True})
     backend = SlowBackend()
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
-                        max_queue=10, queue_timeout=30)  # fmt: skip
+    registry, scheduler, requests = _core(tmp_path, backend)
     events: list[str] = []
     scheduler.events.on("*", lambda event: events.append(event.name))
 
@@ -487,12 +486,8 @@ def test_a_load_nobody_waits_for_any_more_is_cancelled(tmp_path: Path) -> None:
 def test_an_unload_waiting_for_a_load_that_is_cancelled_returns(tmp_path: Path) -> None:
     """`unload` waits for a load under way; that load is cancelled (its one client left), and
     the unload returns instead of waiting for a state the gone slot can never reach."""
-    registry = Registry.open(tmp_path / "registry.sqlite")
-    registry.add({"id": "m", "backend": "slow", "installed": True})
     backend = SlowBackend()
-    scheduler = Scheduler(resolve=lambda i: (registry[i], backend), estimate=lambda m, o: 0)
-    requests = Requests(registry=registry, scheduler=scheduler, ledger=Ledger(registry.store),
-                        max_queue=10, queue_timeout=30)  # fmt: skip
+    registry, scheduler, requests = _core(tmp_path, backend)
     unloaded: list[bool] = []
 
     async def main() -> None:

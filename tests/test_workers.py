@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from modelctl.manager import ModelManager
 from modelctl.record.errors import Busy, InvalidRequest, LoadFailed
 from modelctl.runtime.scheduler import Scheduler
-from tests.live import running
+from tests.live import running, serve_process
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -264,19 +265,8 @@ def test_sigterm_drains_streams_then_stops_workers_and_saves_what_was_loaded(
     exits, its workers are gone, and the next start loads what was loaded."""
     env = {**os.environ, "MODELCTL_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
 
-    def serve() -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelctl", "serve", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "serving on" in line:
-                return proc, line.split("serving on ")[1].split()[0]
-        raise AssertionError(f"the server did not start: {proc.wait(10)}")
-
     subprocess.run([sys.executable, "-m", "modelctl", "sync"], env=env, check=True)
-    proc, url = serve()
+    proc, url = serve_process(env)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             client.post("/api/v1/loaded", json={"model": "tiny"}).raise_for_status()
@@ -293,7 +283,7 @@ def test_sigterm_drains_streams_then_stops_workers_and_saves_what_was_loaded(
     finally:
         if proc.poll() is None:
             proc.kill()
-    proc, url = serve()
+    proc, url = serve_process(env)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             (restored,) = client.get("/api/v1/loaded").json()["models"]
@@ -381,11 +371,10 @@ def test_a_worker_nobody_waits_for_any_more_is_stopped(
                         await ask
                     return started.pid
 
+            cancelled = threading.Event()
+            m.scheduler.events.on("model-load-cancelled", lambda event: cancelled.set())
             pid = asyncio.run(leave_while_it_loads())
-            assert _gone(pid, timeout=15)
-            deadline = time.monotonic() + 15  # a readiness poll: until the slot is gone
-            while "tiny" in m.scheduler.slots and time.monotonic() < deadline:
-                time.sleep(0.02)
+            assert cancelled.wait(15) and _gone(pid, timeout=15)
             assert "tiny" not in m.scheduler.slots
 
 

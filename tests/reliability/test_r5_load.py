@@ -21,22 +21,11 @@ from typing import Any
 
 import psutil
 
+from tests.live import serve_process
 from tests.protocol_servers import FakeOpenAI, serve
 from tests.reliability.conftest import scale
 
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelctl", "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "serving on" in line:
-            return proc, line.split("serving on ")[1].split()[0]
-    raise AssertionError(f"the server did not start: {proc.wait(10)}")
 
 
 async def one(session: Any, url: str, model: str, stream: bool) -> str:
@@ -105,7 +94,7 @@ def test_many_clients_for_a_while_get_answers_and_memory_stays_flat(
             "MODELCTL_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1",
         }  # fmt: skip
         subprocess.run([sys.executable, "-m", "modelctl", "sync"], env=env, check=True)
-        proc, url = start_server(env)
+        proc, url = serve_process(env)
         try:
             gateway = psutil.Process(proc.pid)
             samples: list[tuple[float, int, int]] = []
