@@ -293,6 +293,7 @@ class FakeOpenAI:
     rich: bool = False
     requests: list[Any] = field(default_factory=list)
     bodies: list[Any] = field(default_factory=list)  # what inference requests sent
+    streamed: list[bytes] = field(default_factory=list)  # the events of its streams, as sent
 
     def handle(self, h: Handler) -> None:
         if self.key and h.headers.get("Authorization") != f"Bearer {self.key}":
@@ -386,6 +387,7 @@ class FakeOpenAI:
                 f"data: {json.dumps({'id': 'chatcmpl-1', 'object': kind + ('.chunk' if chat else ''), 'created': 1, 'model': model, 'choices': [choice]})}\n\n"
             )
         events.append("data: [DONE]\n\n")
+        self.streamed += [e.encode() for e in events]
         write_chunked(h, "text/event-stream", [e.encode() for e in events])
         return None
 

@@ -495,7 +495,7 @@ def test_an_unload_waiting_for_a_load_that_is_cancelled_returns(tmp_path: Path) 
         await _until(backend.started.is_set)
         unload = threading.Thread(target=lambda: unloaded.append(scheduler.unload("m")))
         unload.start()
-        await _until(lambda: len(scheduler._cond._waiters) == 1)  # the unload waits
+        await _until(lambda: scheduler._tick is not None and len(scheduler._tick._waiters) == 1)
         ask.cancel()
         with pytest.raises(asyncio.CancelledError):
             await ask
@@ -504,4 +504,65 @@ def test_an_unload_waiting_for_a_load_that_is_cancelled_returns(tmp_path: Path) 
 
     asyncio.run(main())
     assert unloaded == [True] and "m" not in scheduler.slots
+    registry.close()
+
+
+def test_reading_one_models_record_holds_up_no_request_to_another(tmp_path: Path) -> None:
+    """Reading `b`'s record (the registry, a file's header: disk) is held while 20 requests for
+    the loaded `a` arrive: all are answered meanwhile. Before, that read ran under the
+    scheduler's threading lock, which the requests took on the event loop: the loop itself, and
+    every request on every model, waited for another model's disk."""
+    backend = TurnBackend()
+    backend.release.set()  # answers at once
+    registry, scheduler, requests = _core(tmp_path, backend, "a", "b")
+    reading, go_on, done = threading.Event(), threading.Event(), threading.Event()
+    resolve = scheduler.resolve
+
+    def slow_resolve(model_id: str) -> Any:
+        if model_id == "b":
+            reading.set()
+            go_on.wait(20)  # held until the test lets it go (with a bound, should it fail)
+            done.set()
+        return resolve(model_id)
+
+    scheduler.resolve = slow_resolve
+
+    async def main() -> int:
+        await requests.arequest("chat", "a", HELLO)  # a is loaded
+        b = asyncio.create_task(requests.arequest("chat", "b", HELLO))
+        assert await asyncio.to_thread(reading.wait, 10)
+        answers = await asyncio.gather(*(requests.arequest("chat", "a", HELLO) for _ in range(20)))
+        assert not done.is_set()  # answered while b's record was still being read
+        go_on.set()
+        await asyncio.wait_for(b, 10)
+        return len(answers)
+
+    assert asyncio.run(main()) == 20
+    assert backend.served.count("a") == 21 and backend.served.count("b") == 1
+    scheduler.close()
+    registry.close()
+
+
+def test_the_scheduler_takes_no_lock_on_the_gateways_loop(tmp_path: Path) -> None:
+    """Every request's hold, turn and release reach the scheduler's own loop without a
+    threading lock on the caller's loop: its state is changed in one thread only."""
+    backend = TurnBackend()
+    backend.release.set()
+    registry, scheduler, requests = _core(tmp_path, backend, "a")
+    changed_in: set[str] = set()
+    release = scheduler._release
+
+    def watched_release(slot: Any) -> None:
+        changed_in.add(threading.current_thread().name)
+        release(slot)
+
+    scheduler._release = watched_release  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await asyncio.gather(*(requests.arequest("chat", "a", HELLO) for _ in range(10)))
+
+    asyncio.run(main())
+    scheduler.settle()
+    assert changed_in == {"modelctl-scheduler"} and scheduler.slots["a"].in_flight == 0
+    scheduler.close()
     registry.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -49,6 +50,47 @@ def _finishes(event: dict[str, Any]) -> bool:
     return isinstance(choices, list) and any(
         isinstance(c, dict) and c.get("finish_reason") for c in choices
     )
+
+
+class Relayed:
+    """One OpenAI stream chunk as its server sent it (the JSON after `data:`), passed on byte
+    for byte: the gateway relays a worker's stream without decoding and encoding every chunk
+    again. What the gateway must know of it is read from the bytes; `event` decodes it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def event(self) -> dict[str, Any]:
+        event = json.loads(self.data)
+        return event if isinstance(event, dict) else {}
+
+    @property
+    def finishes(self) -> bool:
+        """It carries a finish reason (`"finish_reason": null` does not count)."""
+        return _FINISHED.search(self.data) is not None
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """Its usage, decoded only where it has one (the last chunk)."""
+        if _USAGE.search(self.data) is None:
+            return None
+        usage = self.event.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    @property
+    def says_something(self) -> bool:
+        """It carries generated text or a tool call (a token, for the meter)."""
+        return _SAYS.search(self.data) is not None
+
+
+# Keys read from a relayed chunk's bytes; a key's quotes inside a string value are escaped
+# (`\"content\"`), so these match keys only.
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_SAYS = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")|"tool_calls"\s*:\s*\[')
 
 
 def cut_short(backend: str, base_url: str) -> BackendError:
@@ -245,8 +287,11 @@ class AsyncHttp:
             raise refused(self.backend, response.status, text, response.reason)
         return parse_line(self.backend, text) if text else None
 
-    async def stream_sse(self, path: str, body: Any) -> AsyncIterator[dict[str, Any]]:
-        """Server-sent events' `data:` objects until `[DONE]`."""
+    async def stream_sse(
+        self, path: str, body: Any, *, relay: bool = False
+    ) -> AsyncIterator[dict[str, Any] | Relayed]:
+        """Server-sent events' `data:` objects until `[DONE]`; with `relay`, each as the bytes
+        the server sent (`Relayed`), not decoded."""
         import aiohttp
 
         try:
@@ -256,13 +301,18 @@ class AsyncHttp:
                     raise refused(self.backend, response.status, text, response.reason)
                 finished = False
                 async for raw in response.content:
-                    line = raw.decode().strip()
-                    if not line.startswith("data:"):
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         return
-                    event = parse_line(self.backend, data)
+                    if relay:
+                        relayed = Relayed(data)
+                        finished = finished or relayed.finishes
+                        yield relayed
+                        continue
+                    event = parse_line(self.backend, data.decode())
                     finished = finished or _finishes(event)
                     yield event
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -39,18 +39,27 @@ class OpenAIWireHandle(Handle):
 
     # The gateway's path: the same requests, awaited (no worker thread per request).
 
+    relays = True  # `relay=True`: a stream's chunks come as the server's bytes (`Relayed`)
+
     async def achat(
-        self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        stream: bool = False,
+        relay: bool = False,
+        **options: Any,
     ) -> Any:
         body = {"model": self.name, "messages": messages, "stream": stream, **options}
         if stream:
-            return self.ahttp.stream_sse("/chat/completions", body)
+            return self.ahttp.stream_sse("/chat/completions", body, relay=relay)
         return await self.ahttp.post("/chat/completions", body)
 
-    async def acomplete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
+    async def acomplete(
+        self, prompt: str, *, stream: bool = False, relay: bool = False, **options: Any
+    ) -> Any:
         body = {"model": self.name, "prompt": prompt, "stream": stream, **options}
         if stream:
-            return self.ahttp.stream_sse("/completions", body)
+            return self.ahttp.stream_sse("/completions", body, relay=relay)
         return await self.ahttp.post("/completions", body)
 
     async def aembed(self, inputs: list[str]) -> list[list[float]]:

@@ -37,28 +37,31 @@ class EventBus:
     """Handlers by event name; `"*"` receives every event."""
 
     def __init__(self, history: int = 256) -> None:
-        self._handlers: dict[str, list[Handler]] = {}
-        self._lock = threading.Lock()
-        self.recent: deque[Event] = deque(maxlen=history)
+        # copied on write, read without a lock: the scheduler emits from its event loop, which
+        # takes no lock (subscribing is rare, emitting is not)
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._changing = threading.Lock()  # subscribers only: `emit` never takes it
+        self.recent: deque[Event] = deque(maxlen=history)  # appends are atomic
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Subscribe; returns a function that unsubscribes."""
-        with self._lock:
-            self._handlers.setdefault(name, []).append(handler)
+        with self._changing:
+            self._handlers = {**self._handlers, name: (*self._handlers.get(name, ()), handler)}
         return lambda: self.off(name, handler)
 
     def off(self, name: str, handler: Handler) -> None:
-        with self._lock:
-            handlers = self._handlers.get(name, [])
+        with self._changing:
+            handlers = list(self._handlers.get(name, ()))
             if handler in handlers:
                 handlers.remove(handler)
+                self._handlers = {**self._handlers, name: tuple(handlers)}
 
     def emit(self, name: str, **data: Any) -> Event:
+        """Handlers run in the emitter's thread: they must be quick and must not block."""
         event = Event(name, data)
-        with self._lock:
-            self.recent.append(event)
-            handlers = [*self._handlers.get(name, ()), *self._handlers.get("*", ())]
-        for handler in handlers:
+        self.recent.append(event)
+        handlers = self._handlers  # one snapshot: a handler added meanwhile waits for the next
+        for handler in (*handlers.get(name, ()), *handlers.get("*", ())):
             try:
                 handler(event)
             except Exception:  # a subscriber's bug must not break a load or an unload

@@ -17,11 +17,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelctl.backends import to_the_end
+from modelctl.backends._http import Relayed
 from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
 from modelctl.record.model import GENERATION_OPTIONS, check_options
 from modelctl.runtime.admission import Admission
-from modelctl.runtime.scheduler import Want
 from modelctl.store.ledger import Usage
 
 __all__ = ["STATE_KEY", "Meter", "Requests", "make_scheduler"]
@@ -73,9 +72,9 @@ def make_scheduler(
 
     def resolve(model_id: str) -> tuple[Model, Any]:
         model = registry[model_id]
-        if model.status == "deleting":  # read under the scheduler's lock: a delete that
-            # marked it first finds no load to wait for, and one that marks it after finds
-            # this load's slot and waits for it before the files go
+        if model.status == "deleting":  # read once the model's place is taken: a delete
+            # that marked it first finds no load to wait for, and one that marks it after
+            # finds this load's slot and waits for it before the files go
             raise NotInstalled(f"{model_id} is being deleted", hint=f"modelctl pull {model_id}")
         runs_on = backend(model.backend)
         if supervisor.runs(model, runs_on):
@@ -225,30 +224,23 @@ class Requests:
 
     async def arequest(
         self, kind: str, model: str | None, payload: Any, *, client: str | None = None,
-        **options: Any,
+        relay: bool = False, **options: Any,
     ) -> Any:  # fmt: skip
         """`request` for an event loop: a loaded model is used at once, a load runs in a worker
         thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
         model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
         scheduler = self.scheduler
-        fresh = False
+        slot: Slot | None = None
         gate = None
         try:
-            slot = scheduler.try_acquire(model_id, **load_options)
             while True:
-                if slot is None:  # a load, in a thread; a client that leaves meanwhile lets
-                    # go after
-                    want = Want()  # given up if the client leaves: a load nobody waits
-                    # for is cancelled
-                    hold = partial(scheduler.hold, model_id, want=want, **load_options)
-                    slot, fresh = await to_the_end(
-                        hold, undo=lambda held: scheduler.release(held[0]),
-                        cancel=partial(scheduler.abandon, want),
-                    )  # fmt: skip
-                # a turn on the model, waited for on the loop; the slot stays held meanwhile,
+                # held on the scheduler's loop: a loaded model at once, a load awaited without
+                # a thread; a client that leaves meanwhile gives up its interest in the load
+                slot, fresh = await scheduler.ahold(model_id, **load_options)
+                # a turn on the model, waited for on this loop; the slot stays held meanwhile,
                 # so the model is not evicted from under the requests queued for it
                 gate = await self.admission.enter(model_id, slot.handle)
-                if scheduler.begin(slot, fresh=fresh):
+                if await scheduler.abegin(slot, fresh=fresh):
                     break
                 # the model's turn is over (another model waits for its room): let go, and
                 # wait for its next turn
@@ -265,6 +257,8 @@ class Requests:
         handle = slot.handle
         assert handle is not None
         stream = bool(merged.get("stream"))
+        if relay and stream and getattr(handle, "relays", False):
+            merged = {**merged, "relay": True}  # its chunks as its server's bytes (`Relayed`)
         try:
             if kind == "embed":
                 answer = await handle.aembed(payload)
@@ -382,6 +376,16 @@ class Meter:
         self.done = False
 
     def chunk(self, chunk: Any) -> None:
+        if type(chunk) is Relayed:  # read from its bytes: decoded only for its usage
+            usage = chunk.usage
+            if usage:
+                self._usage(usage)
+            if chunk.says_something:
+                if self.first is None:
+                    self.first = time.perf_counter()
+                if not self.usage_seen:
+                    self.tokens_out += 1
+            return
         if not isinstance(chunk, dict):
             return
         usage = chunk.get("usage")

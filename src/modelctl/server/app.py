@@ -96,6 +96,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = manager.scheduler
+        await to_thread.run_sync(scheduler.start)  # its own loop, started before it serves
         if only is not None:
             try:
                 await to_thread.run_sync(partial(scheduler.load, only, pin=True, keep_alive=-1))
@@ -103,11 +104,11 @@ def create_app(
                 log.error("error: cannot serve %s: %s", only, exc)
                 raise
         elif restore:
-            ctl.restored = scheduler.restore(manager.saved_state())
+            ctl.restored = await to_thread.run_sync(scheduler.restore, manager.saved_state())
             for model, reason in ctl.restored.items():
                 log.warning("could not restore %s: %s", model, reason)
         if reaper_interval:
-            scheduler.start_reaper(reaper_interval)
+            await to_thread.run_sync(scheduler.start_reaper, reaper_interval)
         gc.collect()
         gc.freeze()  # what was loaded to start is never garbage: keep the collector off it
         yield

@@ -586,7 +586,7 @@ async def events(
         with contextlib.suppress(RuntimeError):  # the server has stopped
             loop.call_soon_threadsafe(offer, event)
 
-    unsubscribe = bus.on("*", deliver)  # the bus's lock guards a list: held for an append
+    unsubscribe = bus.on("*", deliver)
 
     async def stream() -> AsyncIterator[str]:
         # on the loop: a client that leaves ends it at once (a worker thread waiting for the

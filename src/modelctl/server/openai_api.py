@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelctl.backends._http import Relayed
 from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.record.units import parse_duration, parse_field
@@ -236,8 +237,10 @@ async def _answer(
     ctl = state(request)
     model_id = ctl.resolve(model)
     method = ctl.manager.achat if kind == "chat" else ctl.manager.acomplete
+    client = client_name(request, user)
+    # a stream from a worker or another OpenAI-compatible server is relayed as its bytes
     answer = await while_connected(
-        request, method(payload, model_id, client=client_name(request, user), **options)
+        request, method(payload, model_id, client=client, relay=True, **options)
     )
     if not options.get("stream"):
         return JSONResponse(answer)
@@ -245,20 +248,26 @@ async def _answer(
     return StreamingResponse(_events(first, answer), media_type="text/event-stream")
 
 
-async def _events(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
+async def _events(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[str | bytes]:
     """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
     dumps = json.dumps
     try:
         if first is not None:
-            yield f"data: {dumps(first, separators=(',', ':'))}\n\n"
+            yield _event(first)
         async for chunk in chunks:
-            yield f"data: {dumps(chunk, separators=(',', ':'))}\n\n"
+            yield _event(chunk)
     except ModelctlError as exc:
         status, code = classify(exc)
         yield f"data: {dumps(body('/v1/', status, code, exc.message, exc.hint))}\n\n"
     finally:
         await chunks.aclose()  # the model is released even when the client left early
     yield "data: [DONE]\n\n"
+
+
+def _event(chunk: Any) -> str | bytes:
+    if type(chunk) is Relayed:  # as its server sent it: nothing decoded or encoded again
+        return b"data: " + chunk.data + b"\n\n"
+    return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
 
 @router.post("/embeddings", **returns(200, EMBEDDINGS))
