@@ -251,6 +251,26 @@ class ModelManager:
             return plan_remove(self.registry, self.backends, ref)[1]
         return remove(self.registry, self.backends, ref, unload=self.unload)
 
+    def derive(
+        self,
+        source: str,
+        name: str,
+        *,
+        system: str | None = None,
+        defaults: dict[str, Any] | None = None,
+        template: str | None = None,
+        context: int | None = None,
+    ) -> Model:
+        """Register `name`: `source`'s weights under a name of its own, with its own defaults,
+        system prompt, chat template and context length (Ollama's `create` FROM a model, and
+        its `copy`)."""
+        from modelctl.ops.derive import derive
+
+        return derive(
+            self.registry, source, name, system=system, defaults=defaults, template=template,
+            context=context,
+        )  # fmt: skip
+
     def make_demo(self) -> Model:
         """Write and register the tiny demo GGUF model (see `modelctl demo`)."""
         from modelctl.ops.demo import make_demo

@@ -112,6 +112,7 @@ class LlamaCppBackend(Backend):
                 "refs": {self.name: str(path)},
                 "tasks": ["embedding"] if embedding else (["chat"] if template else ["completion"]),
                 "capabilities": capabilities,
+                "family": info.architecture or None,
                 "parameters": info.parameters or None,
                 "quantization": info.quantization or naming.parse_quantization(stem),
                 "context_length": info.context_length,
@@ -315,6 +316,23 @@ class LlamaCppHandle(Handle):
         self.context = self.llm.n_ctx()
         self.has_template = bool((self.llm.metadata or {}).get("tokenizer.chat_template"))
         self._longest: int | None = None  # the longest token's spelling, in bytes, when asked
+        self._counted = [0, 0]  # the request running now: prompt tokens, tokens generated
+        self.llm.generate = self._counting(self.llm.generate)  # type: ignore[method-assign]
+
+    def _counting(self, generate: Any) -> Any:
+        """llama-cpp-python's token loop, counted: a stream's chunks are not its tokens (a
+        chunk waits for a character's last byte), and its stream reports no usage."""
+        eos = self.llm.token_eos()
+        counted = self._counted
+
+        def counting(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+            counted[:] = [len(tokens), 0]
+            for token in generate(tokens, *args, **kwargs):
+                if token != eos:  # what its own usage counts: the end of text is not a token
+                    counted[1] += 1
+                yield token
+
+        return counting
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **options: Any) -> Any:
         if not self.has_template:
@@ -366,8 +384,19 @@ class LlamaCppHandle(Handle):
         return self._locked_stream(create, kwargs)
 
     def _locked_stream(self, create: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
+        """The chunks as llama-cpp-python streams them, the last one with the usage (prompt
+        and completion tokens, as a request that does not stream reports them)."""
         with self._lock, self._refusals():  # held until the stream ends or is closed
-            yield from create(stream=True, model=self.model_id, **kwargs)
+            self._counted[:] = [0, 0]
+            last = None
+            for chunk in create(stream=True, model=self.model_id, **kwargs):
+                if last is not None:
+                    yield last
+                last = chunk
+            if last is not None:
+                prompt, completion = self._counted
+                usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+                yield {**last, "usage": usage | {"total_tokens": prompt + completion}}
 
     def _end_at_context(self, input_ids: Any, logits: Any) -> Any:
         """End of text once the context is full: llama-cpp-python counts `max_tokens` only after

@@ -93,6 +93,7 @@ class OllamaBackend(HttpBackend):
                 "capabilities": capabilities,
                 "parameters": parameters or None,
                 "quantization": details.get("quantization_level") or None,
+                "family": details.get("family") or None,
                 "context_length": info.get(f"{arch}.context_length") if arch else None,
                 "file_size": entry.get("size"),
                 "installed": True,

@@ -13,6 +13,7 @@ from modelctl.backends import DeletePlan, ProgressFn
 from modelctl.record import naming
 from modelctl.record.errors import (
     BackendError,
+    Conflict,
     InsufficientMemory,
     NotFound,
     NotInstalled,
@@ -147,6 +148,14 @@ def plan_remove(
     registry: Registry, backends: Mapping[str, Backend], ref: str
 ) -> tuple[Model, DeletePlan]:
     model = registry[ref]
+    derived = registry.derived_from(model.id)
+    if derived:
+        raise Conflict(
+            f"{', '.join(derived)} derive{'s' if len(derived) == 1 else ''} from {model.id}",
+            hint=f"delete {'it' if len(derived) == 1 else 'them'} first",
+        )
+    if model.base is not None:  # its weights are its base's: only its record goes
+        return model, DeletePlan(model.backend, model.id, note=f"a name for {model.base}'s weights")
     if not model.installed:
         raise NotInstalled(
             f"{model.id} is not installed", hint="modelctl forget removes the record"
@@ -171,6 +180,11 @@ def remove(
     then it is unloaded (`unload`: after its requests in flight), then the files go. A delete
     that stops half-way leaves the record saying which files are left (`custom.files_left`)."""
     model, plan = plan_remove(registry, backends, ref)
+    if model.base is not None:  # a derived model: its record goes, its base's files stay
+        if unload is not None:
+            unload(model.id)
+        del registry[model.id]
+        return plan
     registry.update(model.id, installed=False, status="deleting")
     deleting = False
     try:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Fields a backend reports and may overwrite; everything else belongs to the user.
 BACKEND_FACTS = (
-    "installed", "file_size", "location", "digest", "quantization", "parameters",
+    "installed", "file_size", "location", "digest", "quantization", "parameters", "family",
     "context_length", "max_output_tokens", "tasks", "capabilities", "status",
 )  # fmt: skip
 FILL_ONLY = ("name", "pricing", "license")  # set from the backend only while still empty

@@ -154,6 +154,9 @@ class Model(BaseModel):
     )
     tasks: list[Task] = Field(default_factory=list)
     capabilities: list[Capability] = Field(default_factory=list)
+    family: str | None = Field(
+        default=None, max_length=100, description="its architecture: llama, qwen2, bert, …"
+    )
     parameters: int | None = Field(default=None, gt=0, description="parameter count")
     size: SizeClass | None = Field(default=None, description="derived from parameters if unset")
     quantization: str | None = Field(
@@ -189,6 +192,17 @@ class Model(BaseModel):
         default_factory=dict,
         description="generation options applied to every request",
         json_schema_extra={"propertyNames": {"enum": sorted(GENERATION_OPTIONS)}},
+    )
+    system: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="system prompt given to every chat that brings none of its own",
+    )
+    base: str | None = Field(
+        default=None,
+        description="the model this one derives from (`ollama create` FROM it, `ollama cp`): "
+        "the same weights under its own name, defaults and system prompt; deleting it "
+        "removes only this record",
     )
     created_at: datetime | None = None
     updated_at: datetime | None = None

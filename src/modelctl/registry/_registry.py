@@ -164,6 +164,33 @@ class Registry(MutableMapping[str, "Model"]):
             return key
         return self.store.resolve_alias(key)
 
+    def derived_from(self, model_id: str) -> list[str]:
+        """The models whose `base` is `model_id` (see ops/derive.py)."""
+        return self.store.ids("json_extract(data, '$.base') = ?", [model_id])
+
+    def weights(self, model: Model) -> Model:
+        """What loads for `model`: itself, or for a derived model its base's record (its
+        weights, and how its backend finds them) under the derived model's id, defaults and
+        system prompt; being deleted (or missing) when either is."""
+        seen = {model.id}
+        base = model
+        while base.base is not None:
+            base = self[base.base]
+            if base.id in seen:  # a loop of bases: a hand-edited registry
+                raise InvalidReference(f"{model.id}: its bases form a loop")
+            seen.add(base.id)
+        if base is model:
+            return model
+        status = next(
+            (s for s in ("deleting", "missing") if s in (base.status, model.status)), base.status
+        )
+        refs = {**base.refs, base.backend: base.ref_for(base.backend)}
+        return base.updated(
+            id=model.id, refs=refs, defaults=model.defaults, system=model.system,
+            custom=model.custom, base=model.base, aliases=[], status=status,
+            context_length=model.context_length or base.context_length,
+        )  # fmt: skip
+
     def lookup(self, ref: str) -> Model:
         """`registry[ref]`, remembered until anything in the store changes: the gateway's hot
         path reads the same few records on every request."""

@@ -71,7 +71,7 @@ def make_scheduler(
     )  # fmt: skip
 
     def resolve(model_id: str) -> tuple[Model, Any]:
-        model = registry[model_id]
+        model = registry.weights(registry[model_id])  # a derived model loads its base's weights
         if model.status == "deleting":  # read once the model's place is taken: a delete
             # that marked it first finds no load to wait for, and one that marks it after
             # finds this load's slot and waits for it before the files go
@@ -172,8 +172,11 @@ class Requests:
         else:
             record = self.registry.lookup(model)
             model_id = record.id
-        deleting = record.status == "deleting"
-        if deleting or (not record.installed and _files_gone(record, self.registry.schemes.local)):
+        weights = self.registry.weights(record) if record.base else record
+        deleting = weights.status == "deleting"
+        if deleting or (
+            not weights.installed and _files_gone(weights, self.registry.schemes.local)
+        ):
             # deleted (here or by another process: the lookup sees every commit): refused in
             # words, never loaded from (or served from) a file that is gone
             raise NotInstalled(f"{model_id} is not installed", hint=f"modelctl pull {model_id}")
@@ -207,6 +210,7 @@ class Requests:
     ) -> Any:  # fmt: skip
         """Run one request on a model, loading it on demand; a stream is an iterator."""
         model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
+        payload = _with_system(meter.record, kind, payload)
         scheduler = self.scheduler
         if merged.get("stream"):
             return _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
@@ -229,6 +233,7 @@ class Requests:
         """`request` for an event loop: a loaded model is used at once, a load runs in a worker
         thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
         model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
+        payload = _with_system(meter.record, kind, payload)
         scheduler = self.scheduler
         slot: Slot | None = None
         gate = None
@@ -280,6 +285,16 @@ class Requests:
         scheduler.release(slot)
         meter.finish(answer=answer)
         return answer
+
+
+def _with_system(record: Model, kind: str, payload: Any) -> Any:
+    """A chat given the model's own system prompt (a derived model's, `ollama create`'s
+    SYSTEM) first, unless it brings one of its own."""
+    if kind != "chat" or not record.system or not isinstance(payload, list):
+        return payload
+    if any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in payload):
+        return payload
+    return [{"role": "system", "content": record.system}, *payload]
 
 
 def _stream(

@@ -1,10 +1,12 @@
-"""The Ollama-compatible API, `/api`: tags, show, chat, generate, embed, ps, pull, delete, version.
+"""The Ollama-compatible API, `/api`: tags, show, chat, generate, embed, embeddings, ps, pull,
+delete, copy, create, version; push is refused with Ollama's error shape, and why.
 
 Ollama's clients and the apps built on them (Open WebUI, …) talk to modelctl as to an Ollama
 daemon: the same bodies, newline-delimited JSON streams (streaming is the default), durations in
 nanoseconds, and `{"error": "…"}` on failure. Every registered model is listed, local or remote.
 """
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelctl import __version__
 from modelctl.record.errors import InvalidRequest, ModelctlError
+from modelctl.record.model import check_options
 from modelctl.record.units import format_parameters, parse_duration, parse_field
 from modelctl.server.document import (
     INTEGER,
@@ -74,6 +77,7 @@ LISTED = obj(
     modified_at=STRING, size=INTEGER, digest=STRING, details=_DETAILS,
 )  # fmt: skip
 _LISTED_ALL = obj(("models",), models={"type": "array", "items": LISTED})
+_STATUS = obj(("status",), status=STRING)
 PULL_LINE = obj(("status",), status=STRING, digest=STRING, total=INTEGER, completed=INTEGER)
 
 
@@ -368,10 +372,10 @@ async def embeddings(payload: LegacyEmbedRequest, request: Request) -> JSONRespo
 
 def _details(record: dict[str, Any], formats: dict[str, str | None]) -> dict[str, Any]:
     fmt = formats.get(record.get("backend") or "") or ""
-    family = record.get("family") or record.get("architecture") or ""
+    family = record.get("family") or ""
     params = record.get("parameters")
     return {
-        "parent_model": "",
+        "parent_model": record.get("base") or "",
         "format": fmt,
         "family": family,
         "families": [family] if family else None,
@@ -385,13 +389,41 @@ def _formats(ctl: ServerState) -> dict[str, str | None]:
     return {name: kind.model_format for name, kind in ctl.manager.backend_kinds().items()}
 
 
+def _parameter(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _digest(record: dict[str, Any]) -> str:
+    """A model's digest as Ollama gives it (hex, no prefix), unique and stable: its weights'
+    sha256 where that is known, else a sha256 of what names its weights and its own settings.
+    Clients key models by it: two models with one digest would be taken for one."""
+    known = record.get("digest")
+    if known and not record.get("base"):
+        return str(known).removeprefix("sha256:")
+    named = {k: record.get(k) for k in _DIGESTED}
+    return hashlib.sha256(json.dumps(named, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_DIGESTED = (
+    "id",
+    "backend",
+    "refs",
+    "location",
+    "digest",
+    "file_size",
+    "base",
+    "defaults",
+    "system",
+)
+
+
 def _listed(record: dict[str, Any], formats: dict[str, str | None]) -> dict[str, Any]:
     return {
         "name": record["id"],
         "model": record["id"],
         "modified_at": record.get("updated_at") or record.get("created_at") or _now(),
         "size": record.get("file_size") or 0,
-        "digest": record.get("digest") or "",
+        "digest": _digest(record),
         "details": _details(record, formats),
     }
 
@@ -451,9 +483,13 @@ def show(payload: ModelRequest, request: Request) -> JSONResponse:
     assert record is not None
     defaults = record.get("defaults") or {}
     names = {v: k for k, v in OPTION_NAMES.items()}
-    parameters = "\n".join(f"{names.get(k, k)} {v}" for k, v in sorted(defaults.items()))
+    parameters = "\n".join(
+        f"{names.get(k, k)} {_parameter(item)}"
+        for k, v in sorted(defaults.items())
+        for item in (v if isinstance(v, list) else [v])
+    )  # one line a value, as a Modelfile has them (`stop` once for each)
     info: dict[str, Any] = {}
-    family = record.get("family") or record.get("architecture")
+    family = record.get("family")
     if family:
         info["general.architecture"] = family
     if record.get("parameters"):
@@ -462,9 +498,15 @@ def show(payload: ModelRequest, request: Request) -> JSONResponse:
         info[f"{family}.context_length"] = record["context_length"]
     declared = record.get("capabilities") or ()
     capabilities = sorted({_CAPABILITIES[c] for c in declared if c in _CAPABILITIES})
+    modelfile = f"# served by modelctl\nFROM {record.get('base') or record['id']}\n"
+    if record.get("system"):
+        modelfile += f'SYSTEM """{record["system"]}"""\n'
+    modelfile += "".join(f"PARAMETER {line}\n" for line in parameters.splitlines())
+    answer = {"system": record["system"]} if record.get("system") else {}
     return JSONResponse(
-        {
-            "modelfile": f"# served by modelctl\nFROM {record['id']}\n",
+        answer
+        | {
+            "modelfile": modelfile,
             "parameters": parameters,
             "template": (record.get("custom") or {}).get("chat_template") or "",
             "details": _details(record, _formats(ctl)),
@@ -508,6 +550,141 @@ def delete(payload: ModelRequest, request: Request) -> Response:
     ctl.manager.unload(model_id)
     ctl.manager.delete_model(model_id)
     return Response(status_code=200)
+
+
+class CopyRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(min_length=1, max_length=512)
+    destination: str = Field(min_length=1, max_length=512)
+
+
+@router.post("/copy", response_class=Response)  # 200 and no body, as Ollama answers
+def copy(payload: CopyRequest, request: Request) -> Response:
+    """A copy of a model under a new name, as `ollama cp` makes: a derived model (the same
+    weights, a record of its own; deleting either leaves the other's weights alone)."""
+    ctl = state(request)
+    ctl.manager.derive(ctl.resolve(payload.source), payload.destination)
+    return Response(status_code=200)
+
+
+class CreateRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    model: str | None = Field(None, min_length=1, max_length=512)
+    name: str | None = Field(None, min_length=1, max_length=512, description="older clients")
+    from_: str | None = Field(None, alias="from", min_length=1, max_length=512)
+    system: str | None = Field(None, max_length=100_000)
+    template: str | None = Field(None, max_length=100_000)
+    parameters: dict[str, Any] | None = None
+    modelfile: str | None = Field(None, max_length=200_000, description="older clients")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    quantize: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    stream: bool = True
+
+
+def _modelfile(text: str) -> dict[str, Any]:
+    """FROM, SYSTEM, TEMPLATE and PARAMETER lines of a Modelfile (values in triple quotes may
+    span lines); another instruction is refused by name."""
+    found: dict[str, Any] = {"parameters": {}}
+    lines = iter(text.splitlines())
+    for line in lines:
+        words = line.strip().split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        instruction, value = words[0].upper(), (words[1] if len(words) > 1 else "").strip()
+        if value.startswith('"""'):
+            value = value[3:]
+            while not value.endswith('"""'):
+                more = next(lines, None)
+                if more is None:
+                    raise InvalidRequest(f'modelfile: {instruction}\'s """ is never closed')
+                value += "\n" + more
+            value = value[:-3]
+        if instruction == "FROM":
+            found["from"] = value
+        elif instruction in ("SYSTEM", "TEMPLATE"):
+            found[instruction.lower()] = value
+        elif instruction == "PARAMETER":
+            key, _, raw = value.partition(" ")
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw.strip()
+            if key == "stop":
+                found["parameters"].setdefault("stop", []).append(str(parsed))
+            else:
+                found["parameters"][key] = parsed
+        else:
+            raise InvalidRequest(
+                f"modelfile: {instruction} is not supported",
+                hint="FROM an existing model, SYSTEM, TEMPLATE and PARAMETER are",
+            )
+    return found
+
+
+@router.post("/create", **returns(200, _STATUS, streams=json_lines({"anyOf": [_STATUS, _ERROR]})))
+def create(payload: CreateRequest, request: Request) -> Response:
+    """A model made from an existing one, with its own system prompt, parameters and template
+    (a derived model: the same weights under a new name); streams status lines unless
+    `stream: false`."""
+    ctl = state(request)
+    name = payload.model or payload.name
+    if not name:
+        raise InvalidRequest("model: required")
+    given = _modelfile(payload.modelfile) if payload.modelfile else {"parameters": {}}
+    source = payload.from_ or given.get("from")
+    for field, why in (
+        ("files", "modelctl makes models from registered models (install GGUF files with "
+                  "`modelctl pull PATH`)"),
+        ("adapters", "adapters are not supported"), ("quantize", "quantizing is not supported"),
+        ("messages", "a model's stored messages are not supported"),
+    ):  # fmt: skip
+        if getattr(payload, field):
+            raise InvalidRequest(f"{field}: {why}", hint="create FROM an existing model")
+    if not source:
+        raise InvalidRequest("from: required", hint="the model to create this one from")
+    parameters = {**given["parameters"], **(payload.parameters or {})}
+    context = parameters.pop("num_ctx", None)
+    if context is not None and (not isinstance(context, int) or isinstance(context, bool)
+                                or context < 1):  # fmt: skip
+        raise InvalidRequest(
+            f"parameters: num_ctx must be a whole number of tokens, not {context!r}"
+        )
+    unknown = sorted(set(parameters) - set(OPTION_NAMES))
+    if unknown:
+        raise InvalidRequest(
+            f"parameters: {unknown[0]} is not supported",
+            hint=", ".join(sorted({*OPTION_NAMES, "num_ctx"})),
+        )
+    defaults = {OPTION_NAMES[k]: v for k, v in parameters.items()}
+    try:
+        defaults = check_options(defaults)
+    except ValueError as exc:
+        raise InvalidRequest(f"parameters: {exc}") from None
+    ctl.manager.derive(
+        ctl.resolve(source), name, system=payload.system or given.get("system"),
+        defaults=defaults, template=payload.template or given.get("template"), context=context,
+    )  # fmt: skip
+    if not payload.stream:
+        return JSONResponse({"status": "success"})
+    steps = [{"status": f"using {source}'s weights"}, {"status": "writing manifest"},
+             {"status": "success"}]  # fmt: skip
+    return StreamingResponse((json.dumps(step) + "\n" for step in steps), media_type=NDJSON)
+
+
+@router.post("/push", status_code=501, **returns(501, _ERROR))
+def push() -> JSONResponse:
+    """Refused: modelctl installs models from their sources and pushes to no registry."""
+    return JSONResponse(
+        {
+            "error": "modelctl does not push models to a registry: it installs them from their "
+            "sources (Ollama, Hugging Face, files); push from Ollama itself"
+        },
+        status_code=501,
+    )
 
 
 @router.get("/version")

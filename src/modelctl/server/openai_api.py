@@ -105,6 +105,14 @@ class Message(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = Field(
+        False, description="a last chunk before [DONE] with the usage, and no choices"
+    )
+
+
 class Sampling(BaseModel):
     """What chat and text completions share."""
 
@@ -112,6 +120,7 @@ class Sampling(BaseModel):
 
     model: str = Field(min_length=1, max_length=512)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -212,7 +221,7 @@ async def chat_completions(payload: ChatRequest, request: Request) -> Response:
     options |= payload.model_dump(
         include={"tools", "tool_choice", "response_format"}, exclude_none=True
     )
-    return await _answer(request, "chat", payload.model, _messages(payload), options, payload.user)
+    return await _answer(request, "chat", payload, _messages(payload), options)
 
 
 @router.post(
@@ -226,18 +235,16 @@ async def completions(payload: CompletionRequest, request: Request) -> Response:
         if len(prompt) != 1:
             raise InvalidRequest("prompt: one prompt per request", hint="send them one by one")
         prompt = prompt[0]
-    return await _answer(
-        request, "complete", payload.model, prompt, payload.options(), payload.user
-    )
+    return await _answer(request, "complete", payload, prompt, payload.options())
 
 
 async def _answer(
-    request: Request, kind: str, model: str, payload: Any, options: dict[str, Any], user: str | None
+    request: Request, kind: str, asked: Sampling, payload: Any, options: dict[str, Any]
 ) -> Response:
     ctl = state(request)
-    model_id = ctl.resolve(model)
+    model_id = ctl.resolve(asked.model)
     method = ctl.manager.achat if kind == "chat" else ctl.manager.acomplete
-    client = client_name(request, user)
+    client = client_name(request, asked.user)
     # a stream from a worker or another OpenAI-compatible server is relayed as its bytes
     answer = await while_connected(
         request, method(payload, model_id, client=client, relay=True, **options)
@@ -245,17 +252,63 @@ async def _answer(
     if not options.get("stream"):
         return JSONResponse(answer)
     first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error
-    return StreamingResponse(_events(first, answer), media_type="text/event-stream")
+    usage = _Usage(kind) if asked.stream_options and asked.stream_options.include_usage else None
+    return StreamingResponse(_events(first, answer, usage), media_type="text/event-stream")
 
 
-async def _events(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[str | bytes]:
+class _Usage:
+    """`stream_options.include_usage`: the usage a stream's runtime reported (llama.cpp's
+    last chunk, a provider's), else its chunks that said something counted as tokens; sent
+    as one last chunk with no choices, as OpenAI sends it."""
+
+    def __init__(self, kind: str) -> None:
+        self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        self.reported: dict[str, Any] | None = None
+        self.counted = 0
+        self.head: dict[str, Any] = {}
+
+    def see(self, chunk: Any) -> None:
+        if type(chunk) is Relayed:
+            reported, said = chunk.usage, chunk.says_something
+            if not self.head:
+                self.head = chunk.event  # the first only: the rest are not decoded
+        elif isinstance(chunk, dict):
+            reported = chunk.get("usage")
+            said = any(
+                c.get("text") or (c.get("delta") or {}).get("content")
+                for c in chunk.get("choices") or ()
+            )
+            self.head = self.head or chunk
+        else:
+            return
+        if reported:
+            self.reported = reported
+        self.counted += bool(said)
+
+    def chunk(self) -> str:
+        usage = self.reported or {"prompt_tokens": 0, "completion_tokens": self.counted}
+        usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+        last = {key: self.head.get(key) for key in ("id", "created", "model")}
+        last |= {"object": self.object, "choices": [], "usage": usage}
+        return f"data: {json.dumps(last, separators=(',', ':'))}\n\n"
+
+
+async def _events(
+    first: Any, chunks: AsyncIterator[Any], usage: _Usage | None = None
+) -> AsyncIterator[str | bytes]:
     """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
     dumps = json.dumps
     try:
         if first is not None:
+            if usage is not None:
+                usage.see(first)
             yield _event(first)
         async for chunk in chunks:
+            if usage is not None:
+                usage.see(chunk)
             yield _event(chunk)
+        if usage is not None:
+            yield usage.chunk()
     except ModelctlError as exc:
         status, code = classify(exc)
         yield f"data: {dumps(body('/v1/', status, code, exc.message, exc.hint))}\n\n"

@@ -1,0 +1,65 @@
+"""Derived models: a model's weights under a new name, with defaults of its own.
+
+`ollama create NAME` FROM an existing model (with a system prompt, parameters, a template) and
+`ollama cp SOURCE DESTINATION` make one. A derived model is a registry record like any other:
+listed, shown, loaded and served through every API, its `defaults` and `system` applied to each
+request. Its weights are its base's: `base` names the model it derives from, deleting it
+removes its record only, and a model others derive from is not deleted before them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from modelctl.record.errors import Conflict, InvalidRequest
+
+if TYPE_CHECKING:
+    from modelctl.record.model import Model
+    from modelctl.registry import Registry
+
+__all__ = ["derive"]
+
+# what a derived model takes from its base: what its weights are (not where: a reference, a
+# location or a digest names its base alone, and the weights are found through `base`)
+_KEPT = (
+    "backend", "family", "tasks", "capabilities", "parameters", "size", "quantization",
+    "context_length", "max_output_tokens", "file_size", "installed", "status", "min_memory",
+    "purpose", "pricing", "license", "description", "defaults", "system", "custom",
+)  # fmt: skip
+
+
+def derive(
+    registry: Registry,
+    source: str,
+    name: str,
+    *,
+    system: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    template: str | None = None,
+    context: int | None = None,
+) -> Model:
+    """Register `name`: `source`'s weights, its defaults updated with `defaults`, its system
+    prompt replaced by `system`, its chat template by `template` and its context length by
+    `context` where given. A derived
+    model of that name is replaced (as Ollama replaces a model it creates again); any other
+    model of that name is left alone, with a Conflict."""
+    base = registry[source]
+    existing = registry.store.get(registry.resolve(name)) if name in registry else None
+    if existing is not None and not existing.get("base"):
+        raise Conflict(
+            f"{existing['id']} exists and is not a derived model",
+            hint="choose another name, or delete it first",
+        )
+    if existing is not None and existing["id"] == base.id:
+        raise InvalidRequest(f"{name} is {source} itself", hint="choose another name")
+    data = {key: value for key, value in base.to_dict().items() if key in _KEPT}
+    data |= {"id": name, "base": base.id}
+    if defaults:
+        data["defaults"] = {**base.defaults, **defaults}
+    if system is not None:
+        data["system"] = system
+    if template is not None:
+        data["custom"] = {**base.custom, "chat_template": template}
+    if context is not None:  # the context it loads with (Ollama's num_ctx)
+        data["context_length"] = context
+    return registry.add(data, replace=existing is not None)

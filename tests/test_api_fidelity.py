@@ -1,0 +1,174 @@
+"""API fidelity: each API as its official client package uses it, unmodified, against a real
+server (`modelctl serve`'s app on a loopback port) and tiny GGUF models loaded by llama.cpp.
+
+Where a remote provider is needed, it is a loopback server that speaks the provider's
+documented protocol (tests/protocol_servers.py): a protocol test."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from modelctl.manager import ModelManager
+from modelctl.ops.demo import TinySpec, write_llama
+from tests.live import running
+from tests.protocol_servers import FakeOpenAI, serve
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def url(tiny_models: Path, tiny_manager: ModelManager) -> Iterator[str]:
+    write_llama(tiny_models / "other.gguf", TinySpec(name="Other", layers=3))
+    tiny_manager.sync(only=["llamacpp"])
+    with running(tiny_manager) as base:
+        yield base
+
+
+# ---------------------------------------------------------------------- Ollama
+
+
+def test_every_model_has_its_own_digest_and_family(url: str) -> None:
+    """Clients key models by digest: one digest for all (the first version's "") merged every
+    model into one entry."""
+    client = ollama.Client(host=url)
+    client.copy("tiny", "tiny-copy")
+    listed = {m.model: m for m in client.list().models}
+    digests = [m.digest for m in listed.values()]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", d or "") for d in digests)
+    assert len(set(digests)) == len(listed) == 3
+    assert [m.digest for m in client.list().models] == digests  # stable
+    assert listed["tiny"].details.family == "llama" and listed["tiny"].details.families == ["llama"]
+    assert listed["tiny-copy"].details.parent_model == "tiny"
+
+
+def test_create_copy_and_delete_derived_models(url: str, tiny_models: Path) -> None:
+    client = ollama.Client(host=url)
+    done = client.create(
+        model="mario", from_="tiny", system="You are Mario from Super Mario Bros.",
+        parameters={"num_predict": 2, "temperature": 0.5, "num_ctx": 256},
+    )  # fmt: skip
+    assert done.status == "success"
+    shown = client.show("mario")
+    assert shown.modelfile.startswith(
+        '# served by modelctl\nFROM tiny\nSYSTEM """You are Mario from Super Mario Bros."""\n'
+    )
+    assert shown.parameters == "num_predict 2\ntemperature 0.5"
+    assert shown.details.parent_model == "tiny"
+
+    # its defaults apply (num_predict 2: the answer is cut at its length; llama.cpp's count
+    # of the tokens includes a few it did not return); its system prompt comes first
+    reply = client.chat(model="mario", messages=HELLO)
+    assert reply.done_reason == "length" and reply.eval_count <= 8
+    gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    plain = gpt.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)
+    mario = gpt.chat.completions.create(model="mario", messages=HELLO)
+    assert mario.choices[0].finish_reason == "length" and mario.usage.completion_tokens <= 8
+    assert mario.usage.prompt_tokens > plain.usage.prompt_tokens
+    loaded = {m.model: m for m in client.ps().models}
+    assert loaded["mario"].context_length == 256  # num_ctx: the context it loads with
+
+    # an older client's Modelfile
+    modelfile = 'FROM tiny\nSYSTEM """Two\nlines"""\nPARAMETER stop "<|end|>"\nPARAMETER seed 7\n'
+    answer = httpx.post(f"{url}/api/create", json={"name": "luigi", "modelfile": modelfile})
+    lines = [line for line in answer.text.splitlines() if line]
+    assert answer.status_code == 200 and lines[-1] == '{"status": "success"}'
+    luigi = client.show("luigi")
+    assert 'SYSTEM """Two\nlines"""' in luigi.modelfile
+    assert luigi.parameters == 'seed 7\nstop "<|end|>"'
+
+    # deleting a derived model removes its name only; its base is not deleted before it
+    with pytest.raises(ollama.ResponseError) as busy:
+        client.delete("tiny")
+    assert busy.value.status_code == 409 and "luigi, mario derive from tiny" in busy.value.error
+    client.delete("mario")
+    client.delete("luigi")
+    assert (tiny_models / "tiny.gguf").exists()
+    assert {m.model for m in client.list().models} == {"tiny", "other"}
+    client.delete("tiny")
+    assert not (tiny_models / "tiny.gguf").exists()
+
+
+def test_what_ollama_create_and_push_cannot_do_is_refused_in_words(url: str) -> None:
+    client = ollama.Client(host=url)
+    with pytest.raises(ollama.ResponseError) as push:
+        client.push("tiny")
+    assert push.value.status_code == 501 and "does not push models" in push.value.error
+    cases = [
+        ({"model": "x", "from": "tiny", "parameters": {"mirostat": 1}}, "mirostat is not supp"),
+        ({"model": "x", "from": "tiny", "quantize": "q4_K_M"}, "quantizing is not supported"),
+        ({"model": "x"}, "from: required"),
+        ({"model": "x", "from": "nope"}, "no model named 'nope'"),
+        ({"model": "tiny", "from": "other"}, "tiny exists and is not a derived model"),
+        ({"model": "x", "modelfile": "FROM tiny\nADAPTER ./lora.gguf"}, "ADAPTER is not supp"),
+        ({"model": "x", "from": "tiny", "parameters": {"num_ctx": "big"}}, "num_ctx must be"),
+    ]
+    for body, words in cases:
+        answer = httpx.post(f"{url}/api/create", json={**body, "stream": False})
+        assert 400 <= answer.status_code < 500 and words in answer.json()["error"], (body, answer)
+    assert "x" not in {m.model for m in client.list().models}
+
+
+def test_a_derived_models_defaults_reach_the_provider_through_every_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Protocol test: a derived model of a remote OpenAI-compatible model; its system prompt
+    and defaults are in what the provider receives, through the OpenAI and Ollama APIs."""
+    fake = FakeOpenAI(key="sk-test", models=["gpt-4o"])
+    with serve(fake) as upstream:
+        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with ModelManager() as m:
+            m.sync(only=["openai"])
+            with running(m) as url:
+                client = ollama.Client(host=url)
+                client.create(model="pirate", from_="gpt-4o", system="Talk like a pirate.",
+                              parameters={"temperature": 0.2})  # fmt: skip
+                client.chat(model="pirate", messages=HELLO, stream=False)
+                gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+                gpt.chat.completions.create(model="pirate", messages=HELLO)
+                own = [{"role": "system", "content": "Be brief."}, *HELLO]
+                gpt.chat.completions.create(model="pirate", messages=own, temperature=1.0)
+    sent = fake.bodies[-3:]
+    pirate = [{"role": "system", "content": "Talk like a pirate."}, *HELLO]
+    assert [b["messages"] for b in sent] == [pirate, pirate, own]
+    assert [b["temperature"] for b in sent] == [0.2, 0.2, 1.0]
+    assert {b["model"] for b in sent} == {"gpt-4o"}  # the base's name at the provider
+
+
+# ---------------------------------------------------------------------- OpenAI
+
+
+def test_a_stream_with_include_usage_ends_with_the_usage(url: str) -> None:
+    """`stream_options.include_usage`: a last chunk with no choices and the usage, as the
+    OpenAI SDK reads it (the first version ignored it: the SDK saw no usage)."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    asked = {"model": "tiny", "messages": HELLO, "max_tokens": 3}
+    plain = client.chat.completions.create(**asked)
+    chunks = list(
+        client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True})
+    )
+    *answer, last = chunks
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.prompt_tokens == plain.usage.prompt_tokens  # counted as llama.cpp counts
+    # at least the 3 asked (cut at its length); llama.cpp samples on to end a character
+    assert 3 <= last.usage.completion_tokens <= 8
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert all(c.choices for c in answer) and answer[-1].choices[0].finish_reason == "length"
+    assert last.id == answer[0].id and last.model == answer[0].model
+
+    texts = list(
+        client.completions.create(
+            model="tiny", prompt="Once", max_tokens=2, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert texts[-1].choices == [] and texts[-1].usage.prompt_tokens > 0
+    without = list(client.chat.completions.create(**asked, stream=True))
+    assert all(c.choices for c in without)  # not asked: no such chunk
