@@ -172,3 +172,116 @@ def test_a_stream_with_include_usage_ends_with_the_usage(url: str) -> None:
     assert texts[-1].choices == [] and texts[-1].usage.prompt_tokens > 0
     without = list(client.chat.completions.create(**asked, stream=True))
     assert all(c.choices for c in without)  # not asked: no such chunk
+
+
+# ---------------------------------------------------------------------- Anthropic
+
+
+def test_the_anthropic_sdk_sends_messages_to_a_local_model(url: str) -> None:
+    """Anthropic's Messages API, with its own SDK unmodified: a message, a system prompt,
+    streaming (events as Anthropic documents them) and errors in its shape."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    message = client.messages.create(model="tiny", max_tokens=3, messages=HELLO)
+    assert message.type == "message" and message.role == "assistant" and message.model == "tiny"
+    assert message.stop_reason == "max_tokens" and message.id.startswith("msg_")
+    assert [block.type for block in message.content] in (["text"], [])
+    gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    same = gpt.chat.completions.create(model="tiny", messages=HELLO, max_tokens=3)
+    assert message.usage.input_tokens == same.usage.prompt_tokens > 0
+    assert message.usage.output_tokens > 0
+
+    system = client.messages.create(
+        model="tiny", max_tokens=2, system="You are terse.", messages=HELLO
+    )
+    assert system.usage.input_tokens > message.usage.input_tokens  # the system prompt counted
+
+    with client.messages.stream(model="tiny", max_tokens=3, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.content[0].text == text
+    assert final.usage.input_tokens == message.usage.input_tokens and final.usage.output_tokens
+
+    events = [e.type for e in client.messages.create(model="tiny", max_tokens=3, messages=HELLO,
+                                                     stream=True)]  # fmt: skip
+    assert events[:2] == ["message_start", "content_block_start"]
+    assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(events[2:-3]) == {"content_block_delta"}
+
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(model="nope", max_tokens=3, messages=HELLO)
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    assert "no model named 'nope'" in missing.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="tiny", max_tokens=0, messages=HELLO)
+    assert bad.value.body["type"] == "error" and "max_tokens" in bad.value.body["error"]["message"]
+
+
+def test_anthropic_tool_turns_reach_the_model_as_chat_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Protocol test: a tool use and its result, a system prompt in blocks, stop sequences and
+    tools arrive at an OpenAI-compatible provider as its own chat fields."""
+    import anthropic
+
+    fake = FakeOpenAI(key="sk-test", models=["gpt-4o"])
+    with serve(fake) as upstream:
+        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with ModelManager() as m:
+            m.sync(only=["openai"])
+            with running(m) as url:
+                client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+                city = {"type": "object", "properties": {"city": {"type": "string"}}}
+                weather = {"name": "weather", "description": "weather", "input_schema": city}
+                answer = client.messages.create(
+                    model="gpt-4o", max_tokens=3, stop_sequences=["\n\n"],
+                    extra_body={"temperature": 0.5},  # older SDKs' argument; 2.x has none
+                    system=[{"type": "text", "text": "Be brief."}], tools=[weather],
+                    tool_choice={"type": "tool", "name": "weather"},
+                    messages=[
+                        {"role": "user", "content": "Weather in Oslo?"},
+                        {"role": "assistant", "content": [
+                            {"type": "tool_use", "id": "toolu_1", "name": "weather",
+                             "input": {"city": "Oslo"}}]},
+                        {"role": "user", "content": [
+                            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "-3 C"}]},
+                    ],
+                )  # fmt: skip
+    assert answer.content[0].text == "Hi there!" and answer.stop_reason == "end_turn"
+    sent = fake.bodies[-1]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "toolu_1", "type": "function",
+         "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "-3 C"},
+    ]  # fmt: skip
+    assert sent["stop"] == ["\n\n"] and sent["temperature"] == 0.5 and sent["max_tokens"] == 3
+    assert sent["tools"][0]["function"]["parameters"] == weather["input_schema"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
+
+
+def test_logprobs_are_refused_in_words_not_dropped(url: str) -> None:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny", messages=HELLO, logprobs=True, top_logprobs=2)
+    assert "logprobs: not supported yet" in refused.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="x", logprobs=1)
+
+
+def test_a_chat_model_embeds_with_the_sdks_default_encoding(url: str) -> None:
+    """Embeddings from a GGUF chat model (the first version refused: "not loaded for
+    embeddings"): it is loaded again for them; the OpenAI SDK asks for base64 by default."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)  # loaded for chat
+    vectors = client.embeddings.create(model="tiny", input=["a cat", "stocks fell"])
+    assert [len(v.embedding) for v in vectors.data] == [64, 64]
+    assert vectors.data[0].embedding != vectors.data[1].embedding
+    floats = client.embeddings.create(model="tiny", input="a cat", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(vectors.data[0].embedding, rel=1e-5)
+    reply = ollama.Client(host=url).embed(model="tiny", input="a cat")
+    assert reply.embeddings[0] == pytest.approx(vectors.data[0].embedding, rel=1e-5)
+    client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)  # and back

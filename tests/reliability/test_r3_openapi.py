@@ -58,8 +58,10 @@ STREAMING = (
     "POST /v1/completions",
     "POST /api/chat",
     "POST /api/generate",
+    "POST /v1/messages",
 )
 UPSTREAM = ("POST /api/pull",)  # reaches a backend, which refuses here: 502 by design
+UNSUPPORTED = ("POST /api/push",)  # modelctl pushes to no registry: 501 by design
 REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused
 NDJSON = "application/x-ndjson"
 
@@ -80,6 +82,8 @@ def json_lines_conformance(ctx: Any, response: Any, case: Any) -> None:
 def not_a_server_error_here(ctx: Any, response: Any, case: Any) -> None:
     """No 5xx, but the 502 of an operation that reaches a backend that refuses by design."""
     if case.operation.label in UPSTREAM and response.status_code == 502:
+        return
+    if case.operation.label in UNSUPPORTED and response.status_code == 501:
         return
     not_a_server_error(ctx, response, case)
 
@@ -141,6 +145,7 @@ class Tally:
     def judge(self, case: Any, response: Any, **more: Any) -> None:
         self.statuses[response.status_code] += 1
         self.refused += case.operation.label in UPSTREAM and response.status_code == 502
+        self.refused += case.operation.label in UNSUPPORTED and response.status_code == 501
         media = (response.headers.get("content-type") or [""])[0]
         self.streamed += media.startswith(("text/event-stream", NDJSON))
         try:

@@ -344,6 +344,10 @@ class Scheduler:
     # ------------------------------------------------------------------ what is loaded
 
     def _slots(self) -> list[Slot]:
+        """A snapshot; from a plain thread, once the loop has done what was posted to it (a
+        slot given back from an event loop is seen given back)."""
+        if self._loop is not None and not self._here() and not _in_a_loop():
+            self._call(lambda: None)
         return list(self.slots.values())  # one step of the interpreter: a snapshot
 
     def used(self) -> int:

@@ -6,7 +6,7 @@ Documentation only: nothing here checks an answer at run time (tests/reliability
 test_r3_openapi.py checks them against the document).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -43,6 +43,18 @@ class OpenAIError(BaseModel):
     """An error on `/v1`, as OpenAI's clients read it."""
 
     error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """An error on Anthropic's `/v1/messages`."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
 
 
 class OllamaError(BaseModel):

@@ -1,5 +1,6 @@
 """Errors over HTTP: one status and code per error kind, in the format each API's clients read.
 
+    /v1/messages  Anthropic: {"type": "error", "error": {"type", "message"}}
     /v1/*      OpenAI: {"error": {"message", "type", "param", "code"}}
     /api/v1/*  modelctl: {"error": {"code", "message", "hint"}}
     /api/*     Ollama: {"error": "message"}
@@ -51,8 +52,19 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+# Anthropic's error types, by status
+_ANTHROPIC = {
+    401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
+}  # fmt: skip
+
+
 def body(path: str, status: int, code: str, message: str, hint: str | None) -> dict[str, Any]:
     """The error body the API under `path` speaks."""
+    if path.startswith("/v1/messages"):
+        kind = _ANTHROPIC.get(status, "invalid_request_error" if status < 500 else "api_error")
+        text = f"{message} ({hint})" if hint else message
+        return {"type": "error", "error": {"type": kind, "message": text}}
     if path.startswith("/v1/") or path == "/v1":
         kind = {
             401: "authentication_error", 404: "invalid_request_error", 409: "invalid_request_error",

@@ -129,6 +129,8 @@ class Sampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     n: int | None = Field(None, ge=1, le=1, description="one choice per request")
+    logprobs: bool | int | None = Field(None, description="refused: not passed to runtimes yet")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="refused, as logprobs")
     user: str | None = None
     # beyond OpenAI's fields, as llama.cpp's and vLLM's servers take them
     top_k: int | None = Field(None, ge=0)
@@ -137,6 +139,10 @@ class Sampling(BaseModel):
     keep_alive: float | str | None = Field(None, description="how long the model stays loaded")
 
     def options(self) -> dict[str, Any]:
+        if self.logprobs or self.top_logprobs:  # never dropped without a word
+            raise InvalidRequest(
+                "logprobs: not supported yet", hint="send the request without logprobs"
+            )
         given = self.model_dump(exclude_none=True, include=GENERATION_OPTIONS | {"stream"})
         if self.keep_alive is not None:
             given["keep_alive"] = parse_field(parse_duration, self.keep_alive, "keep_alive")
