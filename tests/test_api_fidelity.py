@@ -285,3 +285,64 @@ def test_a_chat_model_embeds_with_the_sdks_default_encoding(url: str) -> None:
     reply = ollama.Client(host=url).embed(model="tiny", input="a cat")
     assert reply.embeddings[0] == pytest.approx(vectors.data[0].embedding, rel=1e-5)
     client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)  # and back
+
+
+def test_a_json_schema_becomes_a_grammar_on_llama_cpp(url: str) -> None:
+    """`response_format` with a JSON schema (OpenAI) and `format` with one (Ollama): a tiny
+    random model answers JSON of that shape, because llama.cpp samples under a grammar made
+    from the schema (before, the schema was passed on and ignored: its answers were noise)."""
+    import json
+
+    import jsonschema_rs
+
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
+                       "count": {"type": "integer"}},
+        "required": ["answer", "count"], "additionalProperties": False,
+    }  # fmt: skip
+    validator = jsonschema_rs.validator_for(schema)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    for seed in range(3):
+        answer = client.chat.completions.create(
+            model="tiny", messages=HELLO, max_tokens=60, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        )  # fmt: skip
+        assert answer.choices[0].finish_reason == "stop"
+        validator.validate(json.loads(answer.choices[0].message.content))
+    reply = ollama.Client(host=url).chat(
+        model="tiny", messages=HELLO, format=schema, options={"num_predict": 60, "seed": 1}
+    )
+    validator.validate(json.loads(reply.message.content))
+    anything = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=60, seed=2,
+        response_format={"type": "json_object"},
+    )  # fmt: skip
+    # any JSON object: the noise runs past 60 tokens inside it, but it is one
+    assert anything.choices[0].message.content.lstrip().startswith("{")
+
+
+def test_n_choices_come_one_after_another(url: str) -> None:
+    """`n` up to 8: each choice a generation of its own (a seed given goes up by one a choice),
+    in one answer or one stream; beyond 8, a 400 that says so."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    one = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=3, seed=5)
+    three = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=3, seed=5, n=3)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content  # the same seed
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counted once
+    assert three.usage.completion_tokens >= 3 * 3
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=HELLO, max_tokens=3, seed=5, n=2, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    finished = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finished == [0, 1] and chunks[-1].choices == []
+    assert chunks[-1].usage.prompt_tokens == one.usage.prompt_tokens
+    texts = client.completions.create(model="tiny", prompt="Once", max_tokens=2, n=2)
+    assert [c.index for c in texts.choices] == [0, 1]
+    with pytest.raises(openai.BadRequestError) as many:
+        client.chat.completions.create(model="tiny", messages=HELLO, n=9)
+    assert "n: " in many.value.message and "8" in many.value.message

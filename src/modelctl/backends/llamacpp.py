@@ -264,6 +264,26 @@ class LlamaCppBackend(Backend):
         )
 
 
+def _grammar_options(options: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `response_format` as llama-cpp-python takes it: a JSON schema (`json_schema`)
+    or any JSON (`json_object`, with an Ollama-style `schema`) becomes a grammar the sampler
+    follows, so the answer is JSON of that shape; `text` is no constraint."""
+    asked = options.get("response_format")
+    if not isinstance(asked, dict):
+        return options
+    kind = asked.get("type")
+    if kind == "json_schema":
+        schema = (asked.get("json_schema") or {}).get("schema")
+        wanted = {"type": "json_object"} | ({"schema": schema} if schema else {})
+    elif kind == "json_object":
+        wanted = {"type": "json_object"} | (
+            {"schema": asked["schema"]} if asked.get("schema") else {}
+        )
+    else:
+        return {k: v for k, v in options.items() if k != "response_format"}
+    return {**options, "response_format": wanted}
+
+
 def _text_length(content: Any) -> int:
     """Characters of a message's content: a string, or the text parts of a list."""
     if isinstance(content, str):
@@ -340,6 +360,7 @@ class LlamaCppHandle(Handle):
                 f"{self.model_id} has no chat template", hint="use completion (modelctl run --raw)"
             )
         self._could_fit(sum(_text_length(m.get("content")) for m in messages))
+        options = _grammar_options(options)
         return self._locked(self.llm.create_chat_completion, stream, messages=messages, **options)
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:

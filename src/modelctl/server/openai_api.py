@@ -105,6 +105,9 @@ class Message(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+MAX_CHOICES = 8  # `n`: each choice is a generation of its own, one after another
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -128,7 +131,10 @@ class Sampling(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    n: int | None = Field(None, ge=1, le=1, description="one choice per request")
+    n: int | None = Field(
+        None, ge=1, le=MAX_CHOICES,
+        description=f"choices, at most {MAX_CHOICES}: generated one after another",
+    )  # fmt: skip
     logprobs: bool | int | None = Field(None, description="refused: not passed to runtimes yet")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="refused, as logprobs")
     user: str | None = None
@@ -251,6 +257,10 @@ async def _answer(
     model_id = ctl.resolve(asked.model)
     method = ctl.manager.achat if kind == "chat" else ctl.manager.acomplete
     client = client_name(request, asked.user)
+    usage = _Usage(kind) if asked.stream_options and asked.stream_options.include_usage else None
+    if (asked.n or 1) > 1:
+        return await _choices(request, asked.n or 1, method, payload, model_id, client, options,
+                              usage)  # fmt: skip
     # a stream from a worker or another OpenAI-compatible server is relayed as its bytes
     answer = await while_connected(
         request, method(payload, model_id, client=client, relay=True, **options)
@@ -258,8 +268,71 @@ async def _answer(
     if not options.get("stream"):
         return JSONResponse(answer)
     first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error
-    usage = _Usage(kind) if asked.stream_options and asked.stream_options.include_usage else None
     return StreamingResponse(_events(first, answer, usage), media_type="text/event-stream")
+
+
+def _nth(options: dict[str, Any], index: int) -> dict[str, Any]:
+    """The options of choice `index`: a seed given goes up by one a choice (the same seed
+    would give the same choice `n` times)."""
+    if index and isinstance(options.get("seed"), int):
+        return {**options, "seed": options["seed"] + index}
+    return options
+
+
+async def _choices(
+    request: Request, n: int, method: Any, payload: Any, model_id: str, client: str | None,
+    options: dict[str, Any], usage: "_Usage | None",
+) -> Response:  # fmt: skip
+    """`n` choices: `n` generations, one after another, as one answer (or one stream) whose
+    choices carry their index; the usage counts the prompt once, as OpenAI counts it."""
+
+    async def one(index: int) -> Any:
+        asked = method(payload, model_id, client=client, **_nth(options, index))
+        return await while_connected(request, asked)
+
+    if not options.get("stream"):
+        answers = [await one(index) for index in range(n)]
+        choices = [
+            {**choice, "index": index}
+            for index, answer in enumerate(answers)
+            for choice in answer.get("choices") or ()
+        ]
+        counts = [answer.get("usage") or {} for answer in answers]
+        prompt = int(counts[0].get("prompt_tokens") or 0)
+        completion = sum(int(c.get("completion_tokens") or 0) for c in counts)
+        total = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}  # fmt: skip
+        return JSONResponse({**answers[0], "choices": choices, "usage": total})
+
+    first_stream = await one(0)
+    first = await anext(first_stream, None)  # a failure of the first is still an HTTP error
+
+    async def chunks() -> AsyncIterator[Any]:
+        stream = first_stream
+        for index in range(n):
+            if index:
+                stream = await one(index)
+            try:
+                async for chunk in stream:
+                    if isinstance(chunk, dict) and chunk.get("choices"):
+                        chunk = {**chunk, "choices": [
+                            {**c, "index": index} for c in chunk["choices"]]}  # fmt: skip
+                    if usage is not None and isinstance(chunk, dict) and chunk.get("usage"):
+                        usage.add(chunk["usage"])
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    yield chunk
+            finally:
+                await stream.aclose()
+
+    def indexed(chunk: Any) -> Any:
+        if isinstance(chunk, dict) and chunk.get("choices"):
+            return {**chunk, "choices": [{**c, "index": 0} for c in chunk["choices"]]}
+        return chunk
+
+    if usage is not None and isinstance(first, dict) and first.get("usage"):
+        usage.add(first["usage"])
+    return StreamingResponse(_events(indexed(first), chunks(), usage),
+                             media_type="text/event-stream")  # fmt: skip
 
 
 class _Usage:
@@ -270,6 +343,7 @@ class _Usage:
     def __init__(self, kind: str) -> None:
         self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
         self.reported: dict[str, Any] | None = None
+        self.summed = False  # `n` choices' usage, added up (see `add`)
         self.counted = 0
         self.head: dict[str, Any] = {}
 
@@ -287,9 +361,17 @@ class _Usage:
             self.head = self.head or chunk
         else:
             return
-        if reported:
+        if reported and not self.summed:
             self.reported = reported
         self.counted += bool(said)
+
+    def add(self, reported: dict[str, Any]) -> None:
+        """One of `n` choices' usage: their completions add up, their prompt is one."""
+        if self.reported is None or not self.summed:
+            self.reported = {"prompt_tokens": int(reported.get("prompt_tokens") or 0),
+                             "completion_tokens": 0}  # fmt: skip
+            self.summed = True
+        self.reported["completion_tokens"] += int(reported.get("completion_tokens") or 0)
 
     def chunk(self) -> str:
         usage = self.reported or {"prompt_tokens": 0, "completion_tokens": self.counted}
