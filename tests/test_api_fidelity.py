@@ -346,3 +346,43 @@ def test_n_choices_come_one_after_another(url: str) -> None:
     with pytest.raises(openai.BadRequestError) as many:
         client.chat.completions.create(model="tiny", messages=HELLO, n=9)
     assert "n: " in many.value.message and "8" in many.value.message
+
+
+# ---------------------------------------------------------------------- other clients
+
+
+def test_langchain_ollama_chats_and_embeds_as_with_an_ollama_daemon(url: str) -> None:
+    """LangChain's Ollama integration, configured as its users configure it for a daemon."""
+    from langchain_ollama import ChatOllama, OllamaEmbeddings
+
+    chat = ChatOllama(model="tiny", base_url=url, num_predict=3, seed=1)
+    reply = chat.invoke("Hello!")
+    assert reply.response_metadata["done_reason"] == "length"
+    assert reply.usage_metadata["input_tokens"] > 0 and reply.usage_metadata["output_tokens"] > 0
+    pieces = list(chat.stream("Hello!"))
+    assert "".join(p.content for p in pieces) == reply.content  # the same seed, streamed
+    vectors = OllamaEmbeddings(model="tiny", base_url=url).embed_documents(["a cat", "a dog"])
+    assert [len(v) for v in vectors] == [64, 64] and vectors[0] != vectors[1]
+
+
+def test_instructor_extracts_a_typed_answer_from_a_tiny_model(url: str) -> None:
+    """instructor, over the OpenAI SDK pointed at the server, in JSON-schema mode: the schema
+    becomes llama.cpp's grammar, so even a tiny random model answers a valid `Verdict`."""
+    from typing import Literal
+
+    import instructor
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        answer: Literal["yes", "no"]
+        confidence: int
+
+    client = instructor.from_openai(
+        openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0),
+        mode=instructor.Mode.JSON_SCHEMA,
+    )
+    verdict = client.chat.completions.create(
+        model="tiny", response_model=Verdict, max_tokens=60, seed=1, max_retries=0,
+        messages=[{"role": "user", "content": "Is the sky blue?"}],
+    )  # fmt: skip
+    assert isinstance(verdict, Verdict) and verdict.answer in ("yes", "no")
