@@ -6,6 +6,7 @@ documented protocol (tests/protocol_servers.py): a protocol test."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -386,3 +387,49 @@ def test_instructor_extracts_a_typed_answer_from_a_tiny_model(url: str) -> None:
         messages=[{"role": "user", "content": "Is the sky blue?"}],
     )  # fmt: skip
     assert isinstance(verdict, Verdict) and verdict.answer in ("yes", "no")
+
+
+def test_the_responses_api_with_the_openai_sdk(url: str) -> None:
+    """OpenAI's Responses API (`client.responses`, which newer OpenAI clients use): a response,
+    instructions, a stream of its events, and what it refuses."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    made = client.responses.create(model="tiny", input="Hello!", max_output_tokens=3)
+    assert made.object == "response" and made.id.startswith("resp_") and made.model == "tiny"
+    assert made.status == "incomplete" and made.incomplete_details.reason == "max_output_tokens"
+    assert made.output[0].type == "message" and made.output[0].role == "assistant"
+    chat = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0).chat
+    same = chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello!"}],
+                                   max_tokens=3)  # fmt: skip
+    assert made.usage.input_tokens == same.usage.prompt_tokens
+    assert made.usage.total_tokens == made.usage.input_tokens + made.usage.output_tokens
+    told = client.responses.create(
+        model="tiny", instructions="Be terse.", max_output_tokens=2,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}],
+    )  # fmt: skip
+    assert told.usage.input_tokens > made.usage.input_tokens  # the instructions came first
+
+    events = list(client.responses.create(model="tiny", input="Hello!", max_output_tokens=3,
+                                          stream=True))  # fmt: skip
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert kinds[-1] == "response.incomplete" and "response.output_text.delta" in kinds
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert events[-1].response.output_text == text
+    assert events[-1].response.usage.input_tokens == made.usage.input_tokens
+
+    # the SDK's helper, which waits for response.completed: an answer that ends by itself,
+    # JSON of a schema (text.format), which llama.cpp's grammar makes the tiny model finish
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+              "required": ["answer"], "additionalProperties": False}  # fmt: skip
+    fmt = {"format": {"type": "json_schema", "name": "verdict", "schema": schema}}
+    with client.responses.stream(model="tiny", input="Yes?", max_output_tokens=60,
+                                 text=fmt) as stream:  # fmt: skip
+        final = stream.get_final_response()
+    assert final.status == "completed" and json.loads(final.output_text)["answer"] in ("yes", "no")
+
+    with pytest.raises(openai.BadRequestError) as kept:
+        client.responses.create(model="tiny", input="Hi", previous_response_id="resp_1")
+    assert "modelctl keeps no responses" in kept.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="nope", input="Hi")

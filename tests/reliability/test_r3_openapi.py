@@ -59,6 +59,7 @@ STREAMING = (
     "POST /api/chat",
     "POST /api/generate",
     "POST /v1/messages",
+    "POST /v1/responses",
 )
 UPSTREAM = ("POST /api/pull",)  # reaches a backend, which refuses here: 502 by design
 UNSUPPORTED = ("POST /api/push",)  # modelctl pushes to no registry: 501 by design
@@ -198,7 +199,7 @@ def _answered(case: Any) -> None:
         return
     body["model"] = "t"
     if case.operation.path.startswith("/v1/"):
-        for name in ("max_tokens", "max_completion_tokens"):
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             if not isinstance(body.get(name), int) or body[name] > MAX_TOKENS:
                 body[name] = MAX_TOKENS
         return

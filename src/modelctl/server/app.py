@@ -23,7 +23,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from modelctl import __version__
 from modelctl.manager import ModelManager
 from modelctl.record.errors import ConfigError, ModelctlError, Unauthorized
-from modelctl.server import anthropic_api, errors, management, ollama_api, openai_api
+from modelctl.server import (
+    anthropic_api,
+    errors,
+    management,
+    ollama_api,
+    openai_api,
+    responses_api,
+)
 from modelctl.server.guard import Guard
 from modelctl.server.jobs import Jobs
 from modelctl.server.metrics import Metrics
@@ -133,6 +140,7 @@ def create_app(
     errors.install(app)
     app.include_router(openai_api.router)  # the hot path first: routes match in order
     app.include_router(anthropic_api.router)
+    app.include_router(responses_api.router)
     app.include_router(ollama_api.router)
     app.include_router(management.router)
 
