@@ -433,3 +433,99 @@ def test_the_responses_api_with_the_openai_sdk(url: str) -> None:
     assert "modelctl keeps no responses" in kept.value.message
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="nope", input="Hi")
+
+
+def test_a_model_created_from_uploaded_weights(url: str, tmp_path: Path) -> None:
+    """`ollama create NAME -f Modelfile` with `FROM ./file.gguf`: the client uploads the file
+    as a blob (`/api/blobs/DIGEST`), then creates the model from it."""
+    client = ollama.Client(host=url)
+    weights = write_llama(tmp_path / "mine.gguf", TinySpec(name="Mine", layers=3))
+    digest = client.create_blob(weights)
+    assert httpx.head(f"{url}/api/blobs/{digest}").status_code == 200
+    done = client.create(model="mine", files={"mine.gguf": digest}, system="Be brief.",
+                         parameters={"num_predict": 2})  # fmt: skip
+    assert done.status == "success"
+    listed = {m.model: m for m in client.list().models}
+    assert listed["mine"].details.format == "gguf" and listed["mine"].details.family == "llama"
+    assert 'SYSTEM """Be brief."""' in client.show("mine").modelfile
+    reply = client.chat(model="mine", messages=HELLO)
+    assert reply.done_reason == "length"
+    client.delete("mine")  # its file goes: it was the model's own
+    assert "mine" not in {m.model for m in client.list().models}
+
+    # the bytes must be the digest's; a digest not uploaded cannot be created from
+    other = "sha256:" + "0" * 64
+    wrong = httpx.post(f"{url}/api/blobs/{other}", content=b"not these bytes")
+    assert wrong.status_code == 400 and "digest mismatch" in wrong.json()["error"]
+    assert httpx.head(f"{url}/api/blobs/{other}").status_code == 404
+    missing = httpx.post(f"{url}/api/create", json={"model": "x", "files": {"x.gguf": other}})
+    assert missing.status_code == 400 and "was not uploaded here" in missing.json()["error"]
+    page = httpx.post(f"{url}/api/blobs/{digest}", content=b"x",
+                      headers={"Origin": "http://evil.example"})  # fmt: skip
+    assert page.status_code == 403  # a web page cannot upload
+
+
+# ---------------------------------------------------------------------- tool calls, llama.cpp
+
+CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
+        "required": ["city"], "additionalProperties": False}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {"name": "weather", "description": "today's weather", "parameters": CITY},
+}
+TIME = {"type": "function", "function": {"name": "time", "parameters": {
+    "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"],
+    "additionalProperties": False}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("written", "content", "calls"),
+    [
+        ('<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>', None,
+         [("weather", {"city": "Oslo"})]),
+        ('Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Oslo"}}</tool_call>'
+         '<tool_call>{"name": "time", "arguments": {"zone": "UTC"}}</tool_call>',
+         "Let me check.", [("weather", {"city": "Oslo"}), ("time", {"zone": "UTC"})]),
+        ('[TOOL_CALLS] [{"name": "time", "arguments": {"zone": "CET"}}]', None,
+         [("time", {"zone": "CET"})]),
+        ('<|python_tag|>{"name": "weather", "parameters": {"city": "Rome"}}', None,
+         [("weather", {"city": "Rome"})]),
+        ('{"name": "time", "parameters": {"zone": "UTC"}}', None, [("time", {"zone": "UTC"})]),
+        ('<tool_call>{"name": "unknown", "arguments": {}}</tool_call>', "same", []),
+        ("The weather is fine.", "same", []),
+    ],
+)  # fmt: skip
+def test_tool_calls_are_read_from_each_familys_markers(
+    written: str, content: str | None, calls: list[tuple[str, dict[str, str]]]
+) -> None:
+    from modelctl.backends._tool_calls import parse
+
+    text, found = parse(written, [WEATHER, TIME])
+    assert text == (written if content == "same" else content)
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in found] == (
+        calls
+    )
+    assert all(c["type"] == "function" and c["id"].startswith("call_") for c in found)
+
+
+def test_a_local_model_calls_tools_through_the_openai_sdk(url: str) -> None:
+    """tool_choice required (one call, under a grammar) and named (llama-cpp-python's own),
+    whole and streamed; even the tiny random model's calls are well-formed."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    asked = {"model": "tiny", "messages": HELLO, "max_tokens": 80, "tools": [WEATHER, TIME]}
+    for choice in ("required", {"type": "function", "function": {"name": "time"}}):
+        answer = client.chat.completions.create(**asked, tool_choice=choice, seed=3)
+        (call,) = answer.choices[0].message.tool_calls
+        assert answer.choices[0].finish_reason == "tool_calls"
+        arguments = json.loads(call.function.arguments)
+        if call.function.name == "time":
+            assert arguments["zone"] in ("UTC", "CET")
+        else:
+            assert call.function.name == "weather" and isinstance(arguments["city"], str)
+    chunks = list(client.chat.completions.create(**asked, tool_choice="required", seed=3,
+                                                 stream=True))  # fmt: skip
+    deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and
+              c.choices[0].delta.tool_calls]  # fmt: skip
+    assert deltas and deltas[0][0].function.name in ("weather", "time")
+    assert json.loads(deltas[0][0].function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"

@@ -271,6 +271,24 @@ class ModelManager:
             context=context,
         )  # fmt: skip
 
+    def create_from_weights(
+        self, name: str, weights: str | os.PathLike[str], **fields: Any
+    ) -> Model:
+        """Register `name` from a GGUF file (an uploaded blob), linked into the first model
+        folder; `fields`: system, defaults, template, context (Ollama's `create` with files)."""
+        from pathlib import Path
+
+        from modelctl.ops.derive import from_weights
+        from modelctl.record.errors import NotFound
+
+        files = self.schemes.forms.get("path")
+        if files is None:
+            raise NotFound("no backend here keeps GGUF files", hint="pip install gguf")
+        folder = self.settings.model_dirs[0]
+        return from_weights(
+            self.registry, self.backend(files), folder, name, Path(weights), **fields
+        )
+
     def make_demo(self) -> Model:
         """Write and register the tiny demo GGUF model (see `modelctl demo`)."""
         from modelctl.ops.demo import make_demo

@@ -91,6 +91,18 @@ class Relayed:
         return usage if isinstance(usage, dict) else None
 
     @property
+    def usage_only(self) -> bool:
+        """It is a stream's usage chunk: no choices, a usage."""
+        return _NO_CHOICES.search(self.data) is not None and _USAGE.search(self.data) is not None
+
+    def with_null_usage(self) -> Relayed:
+        """The same chunk with `"usage": null`, as OpenAI sends every chunk but the last of a
+        stream asked for its usage (a chunk that has a usage key keeps it)."""
+        if _USAGE_KEY.search(self.data) or not self.data.startswith(b"{") or self.data == b"{}":
+            return self
+        return Relayed(b'{"usage":null,' + self.data[1:])
+
+    @property
     def says_something(self) -> bool:
         """It carries generated text or a tool call (a token, for the meter)."""
         return _SAYS.search(self.data) is not None
@@ -100,6 +112,8 @@ class Relayed:
 # (`\"content\"`), so these match keys only.
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_USAGE_KEY = re.compile(rb'"usage"\s*:')
+_NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _SAYS = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")|"tool_calls"\s*:\s*\[')
 
 

@@ -361,6 +361,19 @@ class LlamaCppHandle(Handle):
             )
         self._could_fit(sum(_text_length(m.get("content")) for m in messages))
         options = _grammar_options(options)
+        tools, choice = options.get("tools"), options.get("tool_choice")
+        if tools and choice == "none":  # no call: the tools are not shown either
+            options = {k: v for k, v in options.items() if k not in ("tools", "tool_choice")}
+        elif tools and not isinstance(choice, dict):  # a named tool: llama-cpp-python forces it
+            from modelctl.backends import _tool_calls
+
+            if choice == "required":  # one call, under a grammar
+                options = {k: v for k, v in options.items() if k != "tool_choice"}
+                options["response_format"] = _tool_calls.required_format(tools)
+            create = self.llm.create_chat_completion
+            answer = self._locked(create, False, messages=messages, **options)
+            answer = _tool_calls.with_calls(answer, tools)  # read from the model's markers
+            return _tool_calls.as_chunks(answer) if stream else answer
         return self._locked(self.llm.create_chat_completion, stream, messages=messages, **options)
 
     def complete(self, prompt: str, *, stream: bool = False, **options: Any) -> Any:
@@ -405,8 +418,8 @@ class LlamaCppHandle(Handle):
         return self._locked_stream(create, kwargs)
 
     def _locked_stream(self, create: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
-        """The chunks as llama-cpp-python streams them, the last one with the usage (prompt
-        and completion tokens, as a request that does not stream reports them)."""
+        """The chunks as llama-cpp-python streams them, then one with no choices and the usage
+        (prompt and completion tokens), as OpenAI ends a stream asked for its usage."""
         with self._lock, self._refusals():  # held until the stream ends or is closed
             self._counted[:] = [0, 0]
             last = None
@@ -415,9 +428,13 @@ class LlamaCppHandle(Handle):
                     yield last
                 last = chunk
             if last is not None:
+                yield last
                 prompt, completion = self._counted
                 usage = {"prompt_tokens": prompt, "completion_tokens": completion}
-                yield {**last, "usage": usage | {"total_tokens": prompt + completion}}
+                head = {key: last.get(key) for key in ("id", "object", "created", "model")}
+                # OpenAI's last chunk when asked for usage: no choices, the usage; the gateway
+                # passes it on only to a client that asked
+                yield head | {"choices": [], "usage": usage | {"total_tokens": prompt + completion}}
 
     def _end_at_context(self, input_ids: Any, logits: Any) -> Any:
         """End of text once the context is full: llama-cpp-python counts `max_tokens` only after

@@ -9,15 +9,20 @@ removes its record only, and a model others derive from is not deleted before th
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelctl.record.errors import Conflict, InvalidRequest
 
 if TYPE_CHECKING:
+    from modelctl.backends import Backend
     from modelctl.record.model import Model
     from modelctl.registry import Registry
 
-__all__ = ["derive"]
+__all__ = ["derive", "from_weights"]
 
 # what a derived model takes from its base: what its weights are (not where: a reference, a
 # location or a digest names its base alone, and the weights are found through `base`)
@@ -63,3 +68,49 @@ def derive(
     if context is not None:  # the context it loads with (Ollama's num_ctx)
         data["context_length"] = context
     return registry.add(data, replace=existing is not None)
+
+
+def from_weights(
+    registry: Registry,
+    backend: Backend,
+    folder: Path,
+    name: str,
+    weights: Path,
+    *,
+    system: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    template: str | None = None,
+    context: int | None = None,
+) -> Model:
+    """Register `name`: the GGUF file `weights` (an uploaded blob), linked (or copied) into the
+    model folder `folder` as `name`'s file and recorded by `backend` (the one that keeps GGUF
+    files), with the given system prompt, defaults, template and context (Ollama's `create`
+    with `files`). A model of that name is left alone, with a Conflict."""
+    if name in registry:
+        raise Conflict(f"{name} exists", hint="choose another name, or delete it first")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "model"
+    target = folder / f"{stem}.gguf"
+    if target.exists():
+        raise Conflict(f"{target} exists", hint="choose another name")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        os.link(weights, partial)  # the blob's bytes, once on disk
+    except OSError:
+        shutil.copyfile(weights, partial)
+    partial.replace(target)  # never a half-written model under its real name
+    try:
+        model = backend.record(target, name)  # type: ignore[attr-defined]
+    except Exception:
+        target.unlink(missing_ok=True)
+        raise
+    changes: dict[str, Any] = {}
+    if system is not None:
+        changes["system"] = system
+    if defaults:
+        changes["defaults"] = defaults
+    if template is not None:
+        changes["custom"] = {**model.custom, "chat_template": template}
+    if context is not None:
+        changes["context_length"] = context
+    return registry.add(model.updated(**changes) if changes else model)

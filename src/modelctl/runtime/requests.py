@@ -206,14 +206,16 @@ class Requests:
 
     def request(
         self, kind: str, model: str | None, payload: Any, *, client: str | None = None,
-        **options: Any,
+        usage_chunk: bool = False, **options: Any,
     ) -> Any:  # fmt: skip
-        """Run one request on a model, loading it on demand; a stream is an iterator."""
+        """Run one request on a model, loading it on demand; a stream is an iterator (ending
+        with the runtime's usage chunk, no choices and the usage, only with `usage_chunk`)."""
         model_id, load_options, merged, meter = self._prepare(kind, model, client, options)
         payload = _with_system(meter.record, kind, payload)
         scheduler = self.scheduler
         if merged.get("stream"):
-            return _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
+            chunks = _stream(meter, scheduler, model_id, kind, payload, merged, load_options)
+            return chunks if usage_chunk else _without_usage_chunks(chunks)
         try:
             with scheduler.use(model_id, **load_options) as handle:
                 if kind == "embed":
@@ -228,7 +230,7 @@ class Requests:
 
     async def arequest(
         self, kind: str, model: str | None, payload: Any, *, client: str | None = None,
-        relay: bool = False, **options: Any,
+        relay: bool = False, usage_chunk: bool = False, **options: Any,
     ) -> Any:  # fmt: skip
         """`request` for an event loop: a loaded model is used at once, a load runs in a worker
         thread, and the runtime's async methods answer (HTTP runtimes await their I/O)."""
@@ -276,7 +278,7 @@ class Requests:
             raise
         if stream:
             let_go = _LetGo(partial(self.admission.leave, gate), scheduler, slot, meter)
-            held = _astream(meter, answer, let_go)
+            held = _astream(meter, answer, let_go, usage_chunk)
             # a stream nobody iterates (its client left before the first chunk) lets go when
             # it is dropped: its generator's `finally` would never run
             weakref.finalize(held, let_go.from_anywhere, asyncio.get_running_loop())
@@ -349,16 +351,37 @@ class _LetGo:
             self(GeneratorExit())
 
 
-async def _astream(meter: Meter, chunks: AsyncIterator[Any], let_go: _LetGo) -> AsyncIterator[Any]:
-    """Chunks as they come; the model's turn and its slot are held until the stream ends, and
-    given back however it ends (a client that goes away included)."""
+def _usage_only(chunk: Any) -> bool:
+    """A stream's usage chunk, as OpenAI ends a stream asked for it: no choices, a usage."""
+    if type(chunk) is Relayed:
+        return chunk.usage_only
+    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
+
+
+def _without_usage_chunks(chunks: Iterator[Any]) -> Iterator[Any]:
+    """A library stream: the meter has read the usage chunk; the caller gets the answer's."""
+    try:
+        for chunk in chunks:
+            if not _usage_only(chunk):
+                yield chunk
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
+
+
+async def _astream(
+    meter: Meter, chunks: AsyncIterator[Any], let_go: _LetGo, usage_chunk: bool = True
+) -> AsyncIterator[Any]:
+    """Chunks as they come (the usage chunk only with `usage_chunk`); the model's turn and
+    its slot are held until the stream ends, and given back however it ends (a client that
+    goes away included)."""
     from anyio import CancelScope
 
     error: BaseException | None = None
     try:
         async for chunk in chunks:
             meter.chunk(chunk)
-            yield chunk
+            if usage_chunk or not _usage_only(chunk):
+                yield chunk
     except BaseException as exc:  # the client went away: GeneratorExit, or a cancellation
         error = exc
         raise

@@ -246,13 +246,11 @@ async def messages(payload: MessagesRequest, request: Request) -> Response:
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
     user = (payload.metadata or {}).get("user_id")
-    answer = await while_connected(
-        request,
-        ctl.manager.achat(
-            _chat(payload), model_id, client=client_name(request, user if isinstance(user, str)
-                                                          else None), **_options(payload)
-        ),
-    )  # fmt: skip
+    client = client_name(request, user if isinstance(user, str) else None)
+    asked = ctl.manager.achat(
+        _chat(payload), model_id, client=client, usage_chunk=True, **_options(payload)
+    )
+    answer = await while_connected(request, asked)
     if not payload.stream:
         return JSONResponse(_message(answer, payload.model))
     first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error

@@ -13,6 +13,9 @@ Pure ASGI, before any route runs, with or without an API key:
   and Ollama packages, `curl -H 'Content-Type: application/json'`) passes.
 - Size: a body past `max_body` bytes gets 413, by its Content-Length before it is read, or as
   it arrives when it is sent in chunks.
+- The one exception to the last two: an upload of a model's weights (`POST /api/blobs/…`,
+  Ollama's) is bytes of any size, checked against its digest as it is written to disk; with an
+  Origin header (a web page's), it gets the same checks as any other request.
 """
 
 from __future__ import annotations
@@ -112,6 +115,10 @@ class Guard:
         method = scope["method"]
         if method == "OPTIONS" and origin and b"access-control-request-method" in headers:
             return await _preflight(send, origin)
+        if method == "POST" and path.startswith(BLOBS) and not origin:
+            # a model's weights (Ollama's blob upload): bytes of any size, streamed to disk and
+            # checked against their digest; never from a web page (a page sends an Origin)
+            return await self.app(scope, receive, send)
         if method in ("POST", "PUT", "PATCH", "DELETE") and _has_body(headers):
             kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if kind != b"application/json":
@@ -179,6 +186,9 @@ class Guard:
         if scheme in ("http", "https") and netloc == host.lower():
             return True  # the server's own pages
         return any(fnmatch.fnmatchcase(origin, pattern) for pattern in self.origins)
+
+
+BLOBS = "/api/blobs/"
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:

@@ -1,5 +1,5 @@
 """The Ollama-compatible API, `/api`: tags, show, chat, generate, embed, embeddings, ps, pull,
-delete, copy, create, version; push is refused with Ollama's error shape, and why.
+delete, copy, create, blobs, version; push is refused with Ollama's error shape, and why.
 
 Ollama's clients and the apps built on them (Open WebUI, …) talk to modelctl as to an Ollama
 daemon: the same bodies, newline-delimited JSON streams (streaming is the default), durations in
@@ -8,9 +8,15 @@ nanoseconds, and `{"error": "…"}` on failure. Every registered model is listed
 
 import hashlib
 import json
+import os
+import re
+import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from anyio import to_thread
@@ -203,7 +209,10 @@ async def chat(payload: ChatRequest, request: Request) -> Response:
     messages = [_message_in(m) for m in payload.messages]
     started = time.perf_counter_ns()
     answer = await while_connected(
-        request, ctl.manager.achat(messages, model_id, client=client_name(request), **options)
+        request,
+        ctl.manager.achat(
+            messages, model_id, client=client_name(request), usage_chunk=True, **options
+        ),
     )
     return await _reply(answer, model_id, "chat", started, payload.stream)
 
@@ -223,14 +232,17 @@ async def generate(payload: GenerateRequest, request: Request) -> Response:
     client = client_name(request)
     if payload.raw:
         answer = await while_connected(
-            request, ctl.manager.acomplete(payload.prompt, model_id, client=client, **options)
+            request,
+            ctl.manager.acomplete(
+                payload.prompt, model_id, client=client, usage_chunk=True, **options
+            ),
         )
         return await _reply(answer, model_id, "generate", started, payload.stream)
     messages = [{"role": "user", "content": payload.prompt}]
     if payload.system:
         messages.insert(0, {"role": "system", "content": payload.system})
     answer = await while_connected(
-        request, ctl.manager.achat(messages, model_id, client=client, **options)
+        request, ctl.manager.achat(messages, model_id, client=client, usage_chunk=True, **options)
     )
     return await _reply(answer, model_id, "generate", started, payload.stream)
 
@@ -319,7 +331,8 @@ async def _lines(
     count, finish, usage = 0, None, {}
     try:
         async for chunk in _chain(first, chunks):
-            text, calls, finish = _piece(chunk, kind)
+            text, calls, finished = _piece(chunk, kind)
+            finish = finished or finish  # a last chunk with the usage alone has no choices
             usage = chunk.get("usage") or usage
             if text or calls:
                 count += 1
@@ -637,14 +650,15 @@ def create(payload: CreateRequest, request: Request) -> Response:
     given = _modelfile(payload.modelfile) if payload.modelfile else {"parameters": {}}
     source = payload.from_ or given.get("from")
     for field, why in (
-        ("files", "modelctl makes models from registered models (install GGUF files with "
-                  "`modelctl pull PATH`)"),
         ("adapters", "adapters are not supported"), ("quantize", "quantizing is not supported"),
         ("messages", "a model's stored messages are not supported"),
     ):  # fmt: skip
         if getattr(payload, field):
-            raise InvalidRequest(f"{field}: {why}", hint="create FROM an existing model")
-    if not source:
+            raise InvalidRequest(f"{field}: {why}", hint="create FROM a model, or from a GGUF file")
+    weights = _weights(ctl, payload.files) if payload.files else None
+    if weights is not None and source:
+        raise InvalidRequest("from and files: one or the other", hint="a model's weights come once")
+    if weights is None and not source:
         raise InvalidRequest("from: required", hint="the model to create this one from")
     parameters = {**given["parameters"], **(payload.parameters or {})}
     context = parameters.pop("num_ctx", None)
@@ -664,15 +678,99 @@ def create(payload: CreateRequest, request: Request) -> Response:
         defaults = check_options(defaults)
     except ValueError as exc:
         raise InvalidRequest(f"parameters: {exc}") from None
-    ctl.manager.derive(
-        ctl.resolve(source), name, system=payload.system or given.get("system"),
-        defaults=defaults, template=payload.template or given.get("template"), context=context,
-    )  # fmt: skip
+    fields = {
+        "system": payload.system or given.get("system"),
+        "template": payload.template or given.get("template"),
+        "defaults": defaults,
+        "context": context,
+    }
+    if weights is not None:
+        ctl.manager.create_from_weights(name, weights, **fields)
+        weights.unlink(missing_ok=True)  # its bytes are the model's file now
+        using = f"using the uploaded {weights.name.replace('-', ':', 1)}"
+    else:
+        assert source is not None
+        ctl.manager.derive(ctl.resolve(source), name, **fields)
+        using = f"using {source}'s weights"
     if not payload.stream:
         return JSONResponse({"status": "success"})
-    steps = [{"status": f"using {source}'s weights"}, {"status": "writing manifest"},
-             {"status": "success"}]  # fmt: skip
+    steps = [{"status": using}, {"status": "writing manifest"}, {"status": "success"}]
     return StreamingResponse((json.dumps(step) + "\n" for step in steps), media_type=NDJSON)
+
+
+_BLOB = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def _blob(ctl: ServerState, digest: str) -> Path:
+    """Where the blob `digest` (sha256:<64 hex>) is kept."""
+    found = _BLOB.fullmatch(digest)
+    if found is None:
+        raise InvalidRequest(f"{digest[:80]!r} is not a digest", hint="sha256:<64 hex digits>")
+    return ctl.manager.home / "blobs" / f"sha256-{found.group(1)}"
+
+
+def _weights(ctl: ServerState, files: dict[str, str]) -> Path:
+    """The one GGUF file `files` names (name: digest), uploaded already."""
+    if len(files) != 1 or not next(iter(files)).lower().endswith(".gguf"):
+        raise InvalidRequest(
+            "files: one GGUF file is supported", hint='{"NAME.gguf": "sha256:…"}, uploaded first'
+        )
+    digest = next(iter(files.values()))
+    blob = _blob(ctl, digest)
+    if not blob.is_file():
+        raise InvalidRequest(
+            f"files: {digest} was not uploaded here", hint=f"POST /api/blobs/{digest} first"
+        )
+    return blob
+
+
+@router.head("/blobs/{digest}", response_class=Response)
+def blob_here(digest: str, request: Request) -> Response:
+    """200 if the blob was uploaded here, 404 if not (Ollama's clients ask before uploading)."""
+    return Response(status_code=200 if _blob(state(request), digest).is_file() else 404)
+
+
+@router.post("/blobs/{digest}", status_code=201, response_class=Response)
+async def blob_upload(digest: str, request: Request) -> Response:
+    """A model's weights, uploaded for `/api/create` (its `files`): streamed to disk, checked
+    against `digest`, kept under it only if they match. Any size: the space is checked first."""
+    path = _blob(state(request), digest)
+    if path.is_file():
+        return Response(status_code=201)
+    length = request.headers.get("content-length", "")
+    await to_thread.run_sync(partial(path.parent.mkdir, parents=True, exist_ok=True))
+    if length.isdigit():
+        free = (await to_thread.run_sync(shutil.disk_usage, path.parent)).free
+        if int(length) > free:
+            raise InvalidRequest(
+                f"{int(length):,} bytes do not fit: {free:,} are free", hint="free some disk"
+            )
+    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    hasher = hashlib.sha256()
+    done = False
+    handle = await to_thread.run_sync(part.open, "wb")
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await to_thread.run_sync(_write, handle, hasher, chunk)
+        await to_thread.run_sync(handle.close)
+        if f"sha256:{hasher.hexdigest()}" != digest:
+            raise InvalidRequest(
+                f"digest mismatch: the bytes' sha256 is {hasher.hexdigest()}",
+                hint="upload the file the digest was made from",
+            )
+        await to_thread.run_sync(os.replace, part, path)
+        done = True
+    finally:
+        if not done:
+            await to_thread.run_sync(handle.close)
+            await to_thread.run_sync(partial(part.unlink, missing_ok=True))
+    return Response(status_code=201)
+
+
+def _write(handle: Any, hasher: Any, chunk: bytes) -> None:
+    hasher.update(chunk)
+    handle.write(chunk)
 
 
 @router.post("/push", status_code=501, **returns(501, _ERROR))

@@ -263,12 +263,30 @@ async def _answer(
                               usage)  # fmt: skip
     # a stream from a worker or another OpenAI-compatible server is relayed as its bytes
     answer = await while_connected(
-        request, method(payload, model_id, client=client, relay=True, **options)
+        request, method(payload, model_id, client=client, relay=True, usage_chunk=True, **options)
     )
     if not options.get("stream"):
-        return JSONResponse(answer)
+        return JSONResponse(_documented(answer))
     first = await anext(answer, None)  # the model answers here: a failure is still an HTTP error
     return StreamingResponse(_events(first, answer, usage), media_type="text/event-stream")
+
+
+def _documented(answer: Any) -> Any:
+    """A chat answer with the fields OpenAI documents as always there (a message's `refusal`,
+    null here: no runtime refuses in words of its own)."""
+    if isinstance(answer, dict):
+        for choice in answer.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                message.setdefault("refusal", None)
+    return answer
+
+
+def _usage_only(chunk: Any) -> bool:
+    """A stream's usage chunk (no choices, a usage): passed on only to a client that asked."""
+    if type(chunk) is Relayed:
+        return chunk.usage_only
+    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
 
 
 def _nth(options: dict[str, Any], index: int) -> dict[str, Any]:
@@ -287,7 +305,7 @@ async def _choices(
     choices carry their index; the usage counts the prompt once, as OpenAI counts it."""
 
     async def one(index: int) -> Any:
-        asked = method(payload, model_id, client=client, **_nth(options, index))
+        asked = method(payload, model_id, client=client, usage_chunk=True, **_nth(options, index))
         return await while_connected(request, asked)
 
     if not options.get("stream"):
@@ -302,7 +320,7 @@ async def _choices(
         completion = sum(int(c.get("completion_tokens") or 0) for c in counts)
         total = {"prompt_tokens": prompt, "completion_tokens": completion,
                  "total_tokens": prompt + completion}  # fmt: skip
-        return JSONResponse({**answers[0], "choices": choices, "usage": total})
+        return JSONResponse(_documented({**answers[0], "choices": choices, "usage": total}))
 
     first_stream = await one(0)
     first = await anext(first_stream, None)  # a failure of the first is still an HTTP error
@@ -314,6 +332,10 @@ async def _choices(
                 stream = await one(index)
             try:
                 async for chunk in stream:
+                    if _usage_only(chunk):  # each choice's own: added up, sent once at the end
+                        if usage is not None:
+                            usage.add(chunk["usage"])
+                        continue
                     if isinstance(chunk, dict) and chunk.get("choices"):
                         chunk = {**chunk, "choices": [
                             {**c, "index": index} for c in chunk["choices"]]}  # fmt: skip
@@ -331,6 +353,8 @@ async def _choices(
 
     if usage is not None and isinstance(first, dict) and first.get("usage"):
         usage.add(first["usage"])
+        if _usage_only(first):
+            first = None
     return StreamingResponse(_events(indexed(first), chunks(), usage),
                              media_type="text/event-stream")  # fmt: skip
 
@@ -344,6 +368,7 @@ class _Usage:
         self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
         self.reported: dict[str, Any] | None = None
         self.summed = False  # `n` choices' usage, added up (see `add`)
+        self.sent = False  # the runtime's own usage chunk was passed on
         self.counted = 0
         self.head: dict[str, Any] = {}
 
@@ -387,15 +412,18 @@ async def _events(
     """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
     dumps = json.dumps
     try:
-        if first is not None:
-            if usage is not None:
-                usage.see(first)
-            yield _event(first)
-        async for chunk in chunks:
-            if usage is not None:
-                usage.see(chunk)
-            yield _event(chunk)
-        if usage is not None:
+        async for chunk in _chain(first, chunks):
+            if usage is None:
+                if not _usage_only(chunk):  # the usage chunk goes to a client that asks
+                    yield _event(chunk)
+                continue
+            usage.see(chunk)
+            if _usage_only(chunk):  # the runtime's own, documented last chunk
+                usage.sent = True
+                yield _event(chunk)
+            else:
+                yield _event(_null_usage(chunk))
+        if usage is not None and not usage.sent:
             yield usage.chunk()
     except ModelctlError as exc:
         status, code = classify(exc)
@@ -403,6 +431,22 @@ async def _events(
     finally:
         await chunks.aclose()  # the model is released even when the client left early
     yield "data: [DONE]\n\n"
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
+
+
+def _null_usage(chunk: Any) -> Any:
+    """Every chunk but the last of a stream asked for its usage says `"usage": null`."""
+    if type(chunk) is Relayed:
+        return chunk.with_null_usage()
+    if isinstance(chunk, dict) and "usage" not in chunk:
+        return {**chunk, "usage": None}
+    return chunk
 
 
 def _event(chunk: Any) -> str | bytes:

@@ -247,11 +247,11 @@ async def responses(payload: ResponsesRequest, request: Request) -> Response:
     """A response, as OpenAI's Responses API makes it; `stream: true` answers in its events."""
     ctl = state(request)
     model_id = ctl.resolve(payload.model)
-    answer = await while_connected(
-        request,
-        ctl.manager.achat(_chat(payload), model_id, client=client_name(request, payload.user),
-                          **_options(payload)),
-    )  # fmt: skip
+    client = client_name(request, payload.user)
+    asked = ctl.manager.achat(
+        _chat(payload), model_id, client=client, usage_chunk=True, **_options(payload)
+    )
+    answer = await while_connected(request, asked)
     made = _Response(payload)
     if not payload.stream:
         choice = (answer.get("choices") or [{}])[0]
