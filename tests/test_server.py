@@ -83,7 +83,7 @@ def test_openai_client_errors_are_openai_errors(url: str, manager: ModelManager)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=0)
     with pytest.raises(openai.BadRequestError, match="n:"):
-        client.chat.completions.create(model="tiny", messages=HELLO, n=2)
+        client.chat.completions.create(model="tiny", messages=HELLO, n=9)
     # a model that cannot fit is refused at once, and the failed request is recorded
     manager.scheduler.budget = 1024
     with pytest.raises(openai.InternalServerError) as full:
