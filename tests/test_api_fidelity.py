@@ -264,13 +264,38 @@ def test_anthropic_tool_turns_reach_the_model_as_chat_messages(
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
 
 
-def test_logprobs_are_refused_in_words_not_dropped(url: str) -> None:
+def test_logprobs_from_llama_cpp(url: str) -> None:
+    """logprobs and top_logprobs: the model is loaded again keeping every position's logits
+    (counted in the budget), and each token comes with its log probability (the first
+    version dropped them without a word)."""
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="tiny", messages=HELLO, logprobs=True, top_logprobs=2)
-    assert "logprobs: not supported yet" in refused.value.message
+    answer = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=3, logprobs=True, top_logprobs=2
+    )
+    tokens = answer.choices[0].logprobs.content
+    assert tokens and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
+    chunks = list(client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=3,
+                                                 logprobs=True, stream=True))  # fmt: skip
+    assert any(c.choices and c.choices[0].logprobs for c in chunks)
+    text = client.completions.create(model="tiny", prompt="Once", max_tokens=3, logprobs=2)
+    assert text.choices[0].logprobs.tokens and len(text.choices[0].logprobs.top_logprobs[0]) == 2
     with pytest.raises(openai.BadRequestError):
-        client.completions.create(model="tiny", prompt="x", logprobs=1)
+        client.chat.completions.create(model="tiny", messages=HELLO, top_logprobs=21)
+
+
+def test_logprobs_from_a_runtime_that_gives_none_are_refused_in_words() -> None:
+    """Protocol test: an Ollama daemon's model reports no logprobs: a 400 that says so."""
+    from modelctl.record.errors import NotSupported
+    from tests.protocol_servers import FakeOllama, OllamaModel
+
+    fake = FakeOllama(models={"llama3.2:3b": OllamaModel("llama3.2:3b")})
+    with serve(fake) as daemon, pytest.MonkeyPatch.context() as env:
+        env.setenv("OLLAMA_HOST", daemon)
+        with ModelManager() as m:
+            m.sync(only=["ollama"])
+            with pytest.raises(NotSupported, match="cannot give logprobs"):
+                m.chat(HELLO, "llama3.2:3b", logprobs=True)
+            assert m.chat(HELLO, "llama3.2:3b", max_tokens=3)["choices"]  # the rest works
 
 
 def test_a_chat_model_embeds_with_the_sdks_default_encoding(url: str) -> None:

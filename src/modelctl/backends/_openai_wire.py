@@ -40,6 +40,7 @@ class OpenAIWireHandle(Handle):
     # The gateway's path: the same requests, awaited (no worker thread per request).
 
     relays = True  # `relay=True`: a stream's chunks come as the server's bytes (`Relayed`)
+    gives_logprobs = True  # OpenAI's API gives them (a worker says whether its runtime does)
 
     async def achat(
         self,

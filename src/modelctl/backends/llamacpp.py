@@ -264,6 +264,21 @@ class LlamaCppBackend(Backend):
         )
 
 
+def _plain(value: Any, top: int | None = None) -> Any:
+    """llama-cpp-python's answer with its NumPy numbers (a logprob is a float32) as Python's,
+    and `top` alternatives to a chat token at most (it adds the token it chose)."""
+    if isinstance(value, dict):
+        plain = {k: _plain(v, top) for k, v in value.items()}
+        if top is not None and isinstance(plain.get("top_logprobs"), list) and "token" in plain:
+            plain["top_logprobs"] = plain["top_logprobs"][:top]
+        return plain
+    if isinstance(value, list):
+        return [_plain(v, top) for v in value]
+    if type(value).__module__ == "numpy":
+        return value.item()
+    return value
+
+
 def _grammar_options(options: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's `response_format` as llama-cpp-python takes it: a JSON schema (`json_schema`)
     or any JSON (`json_object`, with an Ollama-style `schema`) becomes a grammar the sampler
@@ -310,7 +325,7 @@ class LlamaCppHandle(Handle):
     """A GGUF model in this process through llama-cpp-python; chat uses the file's template."""
 
     device = "cpu"
-    reloads_for = ("context", "embedding", "gpu_layers")
+    reloads_for = ("context", "embedding", "gpu_layers", "logits")
 
     def __init__(self, model: Model, path: str, **options: Any) -> None:
         try:
@@ -323,12 +338,15 @@ class LlamaCppHandle(Handle):
         self.model_id = model.id
         self._lock = threading.Lock()
         self.embedding = bool(options.get("embedding", "embedding" in model.tasks))
+        # every position's logits kept (context x vocabulary floats): what logprobs need
+        self.logits = self.gives_logprobs = bool(options.get("logits"))
         context = options.get("context") or _default_context(model, path)
         gpu_layers = int(options.get("gpu_layers", 0))
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path, n_ctx=int(context), n_threads=options.get("threads"),
-                n_gpu_layers=gpu_layers, embedding=self.embedding, verbose=False,
+                n_gpu_layers=gpu_layers, embedding=self.embedding, logits_all=self.logits,
+                verbose=False,
             )  # fmt: skip
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
@@ -412,6 +430,19 @@ class LlamaCppHandle(Handle):
     def _locked(self, create: Any, stream: bool, **kwargs: Any) -> Any:
         """One request at a time: a llama.cpp context is not safe to share between threads."""
         kwargs["logits_processor"] = [self._end_at_context]
+        if kwargs.get("logprobs") is not None and kwargs["logprobs"] is not False:
+            if not self.logits:
+                raise NotSupported(
+                    f"{self.model_id} was loaded without its logits",
+                    hint="load it with logits: true",
+                )
+            if "messages" in kwargs and kwargs.get("top_logprobs") is None:
+                kwargs["top_logprobs"] = 0  # chat's logprobs alone: each token's, no others
+            plain = partial(_plain, top=kwargs.get("top_logprobs"))
+            if not stream:
+                with self._lock, self._refusals():
+                    return plain(create(stream=False, model=self.model_id, **kwargs))
+            return map(plain, self._locked_stream(create, kwargs))
         if not stream:
             with self._lock, self._refusals():
                 return create(stream=False, model=self.model_id, **kwargs)

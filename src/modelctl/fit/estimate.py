@@ -121,7 +121,9 @@ class MemoryEstimate:
         return lines + [f"note: {n}" for n in self.notes]
 
 
-def compute_buffer(arch: Architecture, context: int, parallel: int = 1) -> int:
+def compute_buffer(
+    arch: Architecture, context: int, parallel: int = 1, *, logits_all: bool = False
+) -> int:
     """llama.cpp's compute memory: its graph buffer, plus the CPU backend's work buffer.
 
     The graph buffer is fitted to llama.cpp's own reports (flash attention off, the default in
@@ -136,7 +138,8 @@ def compute_buffer(arch: Architecture, context: int, parallel: int = 1) -> int:
     attention = cells * (arch.heads + 1) + 5.5 * arch.embedding
     feed_forward = 3 * ffn + 7 * arch.embedding
     logits = arch.vocab + 2 * arch.embedding
-    output = arch.vocab * 4 * parallel  # the logits buffer kept between calls
+    # the logits buffer kept between calls: every position's with `logits_all` (logprobs)
+    output = arch.vocab * 4 * (_padded(context) if logits_all else parallel)
     # ggml's CPU backend converts the softmax output to f16 for the product with V, in a work
     # buffer of its own: ubatch x cells x heads x 2 bytes (measured: 128 MiB at 8k, 16 heads).
     work = ubatch * cells * arch.heads * 2
@@ -252,8 +255,10 @@ def estimate_memory(
     kv_type: str = "f16",
     gpu_layers: int = 0,
     quantization: str | None = None,
+    logits_all: bool = False,
 ) -> MemoryEstimate:
-    """Memory a model needs at a context length, in parts, split between RAM and VRAM."""
+    """Memory a model needs at a context length, in parts, split between RAM and VRAM;
+    `logits_all`: every position's logits kept (what logprobs need), context x vocabulary."""
     if kv_type not in KV_BYTES:
         raise FitError(f"unknown KV cache type {kv_type!r}", hint=", ".join(KV_BYTES))
     if parallel < 1:
@@ -269,7 +274,7 @@ def estimate_memory(
     arch = facts.arch
     assert arch is not None
     kv = round(arch.kv_bytes_per_token(kv_type) * _padded(context * parallel))
-    compute = compute_buffer(arch, context, parallel)
+    compute = compute_buffer(arch, context, parallel, logits_all=logits_all)
     layers = arch.layers
     gpu_layers = max(0, min(gpu_layers, layers + 1))  # +1: the output layer
     vram = 0

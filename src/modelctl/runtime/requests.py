@@ -18,7 +18,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelctl.backends._http import Relayed
-from modelctl.record.errors import InvalidRequest, ModelctlError, NotFound, NotInstalled
+from modelctl.record.errors import (
+    InvalidRequest,
+    ModelctlError,
+    NotFound,
+    NotInstalled,
+    NotSupported,
+)
 from modelctl.record.model import GENERATION_OPTIONS, check_options
 from modelctl.runtime.admission import Admission
 from modelctl.store.ledger import Usage
@@ -36,7 +42,9 @@ if TYPE_CHECKING:
 
 STATE_KEY = "scheduler_state"
 # Request fields a runtime takes besides the generation options.
-PASSED_THROUGH = frozenset({"stream", "tools", "tool_choice", "response_format"})
+PASSED_THROUGH = frozenset(
+    {"stream", "tools", "tool_choice", "response_format", "logprobs", "top_logprobs"}
+)
 RESERVE = 1 << 30  # RAM left to everything else when the budget is not set
 # What a local model counts against the budget when nothing at all is known of its size (no
 # file, no parameters, no catalog entry): never 0, or any number of them would fit.
@@ -84,13 +92,13 @@ def make_scheduler(
     estimates: dict[tuple[Any, ...], int] = {}  # a record unchanged since: the same answer
 
     def estimate(model: Model, options: dict[str, Any]) -> int:
-        context = options.get("context")
-        key = (model.id, model.updated_at, context)
+        context, logits = options.get("context"), bool(options.get("logits"))
+        key = (model.id, model.updated_at, context, logits)
         if key not in estimates:
-            estimates[key] = _estimate(model, int(context) if context else None)
+            estimates[key] = _estimate(model, int(context) if context else None, logits)
         return estimates[key]
 
-    def _estimate(model: Model, context: int | None) -> int:
+    def _estimate(model: Model, context: int | None, logits: bool = False) -> int:
         known = catalog()
         try:
             facts, _ = fit.facts_for(model.id, catalog=known, registry=registry)
@@ -102,7 +110,7 @@ def make_scheduler(
             if not size:
                 return UNKNOWN_SIZE
             facts = fit.from_download(size)
-        return fit.estimate_memory(facts, context=context).total
+        return fit.estimate_memory(facts, context=context, logits_all=logits).total
 
     def rss() -> int:
         return psutil.Process().memory_info().rss
@@ -123,9 +131,9 @@ def make_scheduler(
 def _check_load(options: dict[str, Any]) -> None:
     """The load options a request may carry: ValueError names the first that is wrong."""
     for name, value in options.items():
-        if name == "embedding":
+        if name in ("embedding", "logits"):
             if not isinstance(value, bool):
-                raise ValueError(f"embedding: must be true or false, not {value!r}")
+                raise ValueError(f"{name}: must be true or false, not {value!r}")
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name}: must be a number, not {repr(value)[:40]}")
@@ -187,6 +195,10 @@ class Requests:
         }
         if kind == "embed":
             load_options.setdefault("embedding", True)
+        if _wants_logprobs(options):
+            weights = self.registry.weights(record) if record.base else record
+            if (weights.file or "").lower().endswith(".gguf"):  # llama.cpp: loaded with logits
+                load_options["logits"] = True
         unknown = set(options) - GENERATION_OPTIONS - PASSED_THROUGH
         if unknown:
             raise InvalidRequest(
@@ -201,6 +213,12 @@ class Requests:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         passed = {k: v for k, v in options.items() if k in PASSED_THROUGH}
+        for name in ("logprobs", "top_logprobs"):
+            value = passed.get(name)
+            if value is None or (name == "logprobs" and isinstance(value, bool)):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
+                raise InvalidRequest(f"{name}: must be a whole number from 0 to 20, not {value!r}")
         meter = Meter(self.ledger, self.scheduler, record, kind, client)
         return model_id, load_options, {**record.defaults, **generation, **passed}, meter
 
@@ -218,6 +236,7 @@ class Requests:
             return chunks if usage_chunk else _without_usage_chunks(chunks)
         try:
             with scheduler.use(model_id, **load_options) as handle:
+                _can_give(handle, merged, model_id)
                 if kind == "embed":
                     answer = handle.embed(payload)
                 else:
@@ -267,6 +286,7 @@ class Requests:
         if relay and stream and getattr(handle, "relays", False):
             merged = {**merged, "relay": True}  # its chunks as its server's bytes (`Relayed`)
         try:
+            _can_give(handle, merged, model_id)
             if kind == "embed":
                 answer = await handle.aembed(payload)
             else:
@@ -287,6 +307,22 @@ class Requests:
         scheduler.release(slot)
         meter.finish(answer=answer)
         return answer
+
+
+def _wants_logprobs(options: dict[str, Any]) -> bool:
+    """Logprobs asked for: chat's `logprobs: true`, text's `logprobs: N` (0 too), or
+    `top_logprobs`."""
+    asked = options.get("logprobs")
+    return (asked is not None and asked is not False) or bool(options.get("top_logprobs"))
+
+
+def _can_give(handle: Any, options: dict[str, Any], model_id: str) -> None:
+    """Logprobs from a runtime that gives none are refused, never dropped without a word."""
+    if _wants_logprobs(options) and not getattr(handle, "gives_logprobs", False):
+        raise NotSupported(
+            f"{model_id} cannot give logprobs: its runtime does not report them",
+            hint="ask without logprobs",
+        )
 
 
 def _with_system(record: Model, kind: str, payload: Any) -> Any:
@@ -312,6 +348,7 @@ def _stream(
     error: BaseException | None = None
     try:
         with scheduler.use(model_id, **load) as handle:
+            _can_give(handle, options, model_id)
             for chunk in getattr(handle, kind)(payload, **options):
                 meter.chunk(chunk)
                 yield chunk

@@ -536,6 +536,7 @@ class Supervisor:
         )  # fmt: skip
         handle.reloads_for = tuple(health.get("reloads_for") or ())
         handle.context, handle.embedding = health.get("context"), health.get("embedding")
+        handle.gives_logprobs = bool(health.get("logprobs"))
         return handle
 
     def _start_command(

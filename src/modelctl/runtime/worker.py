@@ -96,6 +96,7 @@ def make_app(handle: Handle, model_id: str) -> Starlette:
                 "device": handle.device, "reloads_for": list(handle.reloads_for),
                 "context": getattr(handle, "context", None),
                 "embedding": getattr(handle, "embedding", None),
+                "logprobs": bool(getattr(handle, "gives_logprobs", False)),
             }
         )  # fmt: skip
 

@@ -135,8 +135,11 @@ class Sampling(BaseModel):
         None, ge=1, le=MAX_CHOICES,
         description=f"choices, at most {MAX_CHOICES}: generated one after another",
     )  # fmt: skip
-    logprobs: bool | int | None = Field(None, description="refused: not passed to runtimes yet")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="refused, as logprobs")
+    logprobs: bool | int | None = Field(
+        None, description="chat: true for each token's log probability; text: how many of the "
+        "likeliest tokens to give (0 to 5); a llama.cpp model is loaded again to keep them",
+    )  # fmt: skip
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     user: str | None = None
     # beyond OpenAI's fields, as llama.cpp's and vLLM's servers take them
     top_k: int | None = Field(None, ge=0)
@@ -145,11 +148,10 @@ class Sampling(BaseModel):
     keep_alive: float | str | None = Field(None, description="how long the model stays loaded")
 
     def options(self) -> dict[str, Any]:
-        if self.logprobs or self.top_logprobs:  # never dropped without a word
-            raise InvalidRequest(
-                "logprobs: not supported yet", hint="send the request without logprobs"
-            )
-        given = self.model_dump(exclude_none=True, include=GENERATION_OPTIONS | {"stream"})
+        fields = GENERATION_OPTIONS | {"stream", "logprobs", "top_logprobs"}
+        given = self.model_dump(exclude_none=True, include=fields)
+        if given.get("logprobs") is False:
+            del given["logprobs"]
         if self.keep_alive is not None:
             given["keep_alive"] = parse_field(parse_duration, self.keep_alive, "keep_alive")
         return given
