@@ -310,6 +310,8 @@ def test_a_chat_model_embeds_with_the_sdks_default_encoding(url: str) -> None:
     assert floats.data[0].embedding == pytest.approx(vectors.data[0].embedding, rel=1e-5)
     reply = ollama.Client(host=url).embed(model="tiny", input="a cat")
     assert reply.embeddings[0] == pytest.approx(vectors.data[0].embedding, rel=1e-5)
+    legacy = ollama.Client(host=url).embeddings(model="tiny", prompt="a cat")  # the older call
+    assert list(legacy.embedding) == pytest.approx(vectors.data[0].embedding, rel=1e-5)
     client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)  # and back
 
 
