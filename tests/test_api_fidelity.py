@@ -49,7 +49,9 @@ def test_every_model_has_its_own_digest_and_family(url: str) -> None:
     assert listed["tiny-copy"].details.parent_model == "tiny"
 
 
-def test_create_copy_and_delete_derived_models(url: str, tiny_models: Path) -> None:
+def test_create_copy_and_delete_derived_models(
+    url: str, tiny_models: Path, tiny_manager: ModelManager
+) -> None:
     client = ollama.Client(host=url)
     done = client.create(
         model="mario", from_="tiny", system="You are Mario from Super Mario Bros.",
@@ -74,6 +76,14 @@ def test_create_copy_and_delete_derived_models(url: str, tiny_models: Path) -> N
     assert mario.usage.prompt_tokens > plain.usage.prompt_tokens
     loaded = {m.model: m for m in client.ps().models}
     assert loaded["mario"].context_length == 256  # num_ctx: the context it loads with
+    assert {s["model"]: s for s in tiny_manager.loaded()}["mario"]["options"]["context"] == 256
+    tiny_manager.sync(only=["llamacpp"])  # a sync leaves derived models as they are
+    assert "mario" in {m.model for m in client.list().models}
+    client.copy("mario", "mario2")
+    with pytest.raises(ollama.ResponseError) as loop:  # a model never derives from itself
+        client.create(model="mario", from_="mario2")
+    assert loop.value.status_code == 409 and "mario2 derives from mario" in loop.value.error
+    client.delete("mario2")
 
     # an older client's Modelfile
     modelfile = 'FROM tiny\nSYSTEM """Two\nlines"""\nPARAMETER stop "<|end|>"\nPARAMETER seed 7\n'
@@ -368,6 +378,7 @@ def test_n_choices_come_one_after_another(url: str) -> None:
     )  # fmt: skip
     finished = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finished == [0, 1] and chunks[-1].choices == []
+    assert len({c.id for c in chunks}) == 1  # one stream, as OpenAI sends n choices
     assert chunks[-1].usage.prompt_tokens == one.usage.prompt_tokens
     texts = client.completions.create(model="tiny", prompt="Once", max_tokens=2, n=2)
     assert [c.index for c in texts.choices] == [0, 1]
@@ -515,6 +526,7 @@ TIME = {"type": "function", "function": {"name": "time", "parameters": {
          "Let me check.", [("weather", {"city": "Oslo"}), ("time", {"zone": "UTC"})]),
         ('[TOOL_CALLS] [{"name": "time", "arguments": {"zone": "CET"}}]', None,
          [("time", {"zone": "CET"})]),
+        ('[{"name": "time", "arguments": {"zone": "CET"}}]', None, [("time", {"zone": "CET"})]),
         ('<|python_tag|>{"name": "weather", "parameters": {"city": "Rome"}}', None,
          [("weather", {"city": "Rome"})]),
         ('{"name": "time", "parameters": {"zone": "UTC"}}', None, [("time", {"zone": "UTC"})]),

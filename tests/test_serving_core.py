@@ -572,3 +572,52 @@ def test_the_scheduler_takes_no_lock_on_the_gateways_loop(tmp_path: Path) -> Non
     assert changed_in == {"modelctl-scheduler"} and scheduler.slots["a"].in_flight == 0
     scheduler.close()
     registry.close()
+
+
+def test_a_client_gone_before_the_scheduler_saw_its_request_loads_nothing(tmp_path: Path) -> None:
+    """The scheduler's loop is busy when a request for `m` arrives and its client leaves at
+    once: by the time the loop sees the request, nobody wants it, and nothing is loaded.
+    Before, the load began anyway (its want was checked only while waiting for another's)."""
+    backend = TurnBackend()
+    registry, scheduler, _ = _core(tmp_path, backend)
+    busy, free = threading.Event(), threading.Event()
+
+    def occupy() -> None:  # the loop at work on something else
+        busy.set()
+        free.wait(10)
+
+    async def main() -> None:
+        loop = await asyncio.to_thread(scheduler.start)
+        loop.call_soon_threadsafe(occupy)
+        await asyncio.to_thread(busy.wait, 10)
+        asking = asyncio.create_task(scheduler.ahold("m"))
+        posted = "run_coroutine_threadsafe"  # the request, waiting for the busy loop
+        await _until(lambda: any(posted in repr(handle) for handle in list(loop._ready)))
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        free.set()
+
+    asyncio.run(main())
+    scheduler.settle()
+    assert backend.loads == [] and "m" not in scheduler.slots
+    scheduler.close()
+    registry.close()
+
+
+def test_a_save_that_fails_keeps_a_requests_hold_its_own(tmp_path: Path) -> None:
+    """Saving what is loaded fails (a locked database, a full disk): the request still gets
+    its model and gives it back; before, the failure left the model held for good."""
+    backend = TurnBackend()
+    backend.release.set()
+
+    def persist(state: Any) -> None:
+        raise OSError("No space left on device")
+
+    registry, scheduler, requests = _core(tmp_path, backend, persist=persist)
+    answer = asyncio.run(requests.arequest("chat", "m", HELLO))
+    assert answer["choices"][0]["message"]["content"] == "hello"
+    scheduler.settle()
+    assert scheduler.slots["m"].in_flight == 0 and scheduler.unload("m")
+    scheduler.close()
+    registry.close()

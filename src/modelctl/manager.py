@@ -275,7 +275,7 @@ class ModelManager:
         self, name: str, weights: str | os.PathLike[str], **fields: Any
     ) -> Model:
         """Register `name` from a GGUF file (an uploaded blob), linked into the first model
-        folder; `fields`: system, defaults, template, context (Ollama's `create` with files)."""
+        folder; `fields`: system, defaults, template (Ollama's `create` with files)."""
         from pathlib import Path
 
         from modelctl.ops.derive import from_weights

@@ -4,7 +4,8 @@ A chat template that knows tools shows them to the model (llama-cpp-python rende
 the model answers a call in its family's markers. The common ones are read here:
 
     <tool_call>{"name": …, "arguments": {…}}</tool_call>      Hermes, Qwen 2.5 and 3, many more
-    [TOOL_CALLS] [{"name": …, "arguments": {…}}, …]            Mistral
+    [TOOL_CALLS] [{"name": …, "arguments": {…}}, …]            Mistral (the marker is a control
+                                                               token: often only the list)
     <|python_tag|>{"name": …, "parameters": {…}}               Llama 3.1 and later
     {"name": …, "parameters": {…}}                             Llama 3's bare JSON
 
@@ -71,10 +72,14 @@ def parse(text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[dict
             if made:
                 calls, rest = made, text[: match.start()] if match else text  # type: ignore[union-attr]
                 break
-    if not calls and text.strip().startswith("{"):
-        call = _call(_json(text.strip()), names)
-        if call is not None:
-            calls, rest = [call], ""
+    bare = text.strip()
+    if not calls and bare.startswith(("{", "[")):  # Llama's JSON, or Mistral's list without
+        # its [TOOL_CALLS] (a control token, which the text of an answer leaves out)
+        found = _json(bare)
+        items = found if isinstance(found, list) else [found]
+        made = [c for c in (_call(item, names) for item in items) if c is not None]
+        if made and len(made) == len(items):
+            calls, rest = made, ""
     content = rest.strip() or None
     return (content if calls else text), calls
 

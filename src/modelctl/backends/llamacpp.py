@@ -360,13 +360,16 @@ class LlamaCppHandle(Handle):
     def _counting(self, generate: Any) -> Any:
         """llama-cpp-python's token loop, counted: a stream's chunks are not its tokens (a
         chunk waits for a character's last byte), and its stream reports no usage."""
-        eos = self.llm.token_eos()
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
         counted = self._counted
 
         def counting(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
             counted[:] = [len(tokens), 0]
             for token in generate(tokens, *args, **kwargs):
-                if token != eos:  # what its own usage counts: the end of text is not a token
+                # what its own usage counts: an end of generation (any: <|eot_id|> too) is not
+                if not llama_cpp.llama_vocab_is_eog(vocab, token):
                     counted[1] += 1
                 yield token
 
@@ -386,6 +389,11 @@ class LlamaCppHandle(Handle):
             from modelctl.backends import _tool_calls
 
             if choice == "required":  # one call, under a grammar
+                if options.get("response_format"):
+                    raise InvalidRequest(
+                        "tool_choice required and response_format: one grammar at a time",
+                        hint="ask for the call, or for the format",
+                    )
                 options = {k: v for k, v in options.items() if k != "tool_choice"}
                 options["response_format"] = _tool_calls.required_format(tools)
             create = self.llm.create_chat_completion
@@ -455,11 +463,9 @@ class LlamaCppHandle(Handle):
             self._counted[:] = [0, 0]
             last = None
             for chunk in create(stream=True, model=self.model_id, **kwargs):
-                if last is not None:
-                    yield last
+                yield chunk  # as it comes: a token held back is a token late
                 last = chunk
             if last is not None:
-                yield last
                 prompt, completion = self._counted
                 usage = {"prompt_tokens": prompt, "completion_tokens": completion}
                 head = {key: last.get(key) for key in ("id", "object", "created", "model")}

@@ -28,8 +28,8 @@ __all__ = ["derive", "from_weights"]
 # location or a digest names its base alone, and the weights are found through `base`)
 _KEPT = (
     "backend", "family", "tasks", "capabilities", "parameters", "size", "quantization",
-    "context_length", "max_output_tokens", "file_size", "installed", "status", "min_memory",
-    "purpose", "pricing", "license", "description", "defaults", "system", "custom",
+    "max_output_tokens", "file_size", "installed", "status", "min_memory", "purpose",
+    "pricing", "license", "description", "defaults", "system", "custom",
 )  # fmt: skip
 
 
@@ -44,11 +44,17 @@ def derive(
     context: int | None = None,
 ) -> Model:
     """Register `name`: `source`'s weights, its defaults updated with `defaults`, its system
-    prompt replaced by `system`, its chat template by `template` and its context length by
-    `context` where given. A derived
+    prompt replaced by `system` and its context by `context` where given; `template` is kept
+    and shown, not applied (the model's own chat template formats its prompts). A derived
     model of that name is replaced (as Ollama replaces a model it creates again); any other
     model of that name is left alone, with a Conflict."""
     base = registry[source]
+    chain, above = {base.id}, base
+    while above.base is not None and above.base not in chain:  # its bases, up to the weights
+        chain.add(above.base)
+        above = registry[above.base]
+    if registry.resolve(name) in chain if name in registry else False:
+        raise Conflict(f"{source} derives from {name}", hint="choose another name")
     existing = registry.store.get(registry.resolve(name)) if name in registry else None
     if existing is not None and not existing.get("base"):
         raise Conflict(
@@ -65,7 +71,7 @@ def derive(
         data["system"] = system
     if template is not None:
         data["custom"] = {**base.custom, "chat_template": template}
-    if context is not None:  # the context it loads with (Ollama's num_ctx)
+    if context is not None:  # the context it loads with (Ollama's num_ctx); else its base's
         data["context_length"] = context
     return registry.add(data, replace=existing is not None)
 
@@ -80,11 +86,10 @@ def from_weights(
     system: str | None = None,
     defaults: dict[str, Any] | None = None,
     template: str | None = None,
-    context: int | None = None,
 ) -> Model:
     """Register `name`: the GGUF file `weights` (an uploaded blob), linked (or copied) into the
     model folder `folder` as `name`'s file and recorded by `backend` (the one that keeps GGUF
-    files), with the given system prompt, defaults, template and context (Ollama's `create`
+    files), with the given system prompt, defaults and template (Ollama's `create`
     with `files`). A model of that name is left alone, with a Conflict."""
     if name in registry:
         raise Conflict(f"{name} exists", hint="choose another name, or delete it first")
@@ -111,6 +116,4 @@ def from_weights(
         changes["defaults"] = defaults
     if template is not None:
         changes["custom"] = {**model.custom, "chat_template": template}
-    if context is not None:
-        changes["context_length"] = context
     return registry.add(model.updated(**changes) if changes else model)

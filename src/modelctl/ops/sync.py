@@ -124,6 +124,8 @@ def sync(
                     report.updated.append(target)
         for name, refs in seen.items():
             for model in registry.filter(backend=name, installed=True):
+                if model.base is not None:  # a derived model: its base's weights are looked at
+                    continue
                 if model.refs.get(name, model.id) not in refs:
                     registry.update(model.id, installed=False, status="missing")
                     report.missing.append(model.id)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from modelctl.backends._http import Relayed
 from modelctl.record.errors import (
     InvalidRequest,
+    LoadFailed,
     ModelctlError,
     NotFound,
     NotInstalled,
@@ -195,6 +196,8 @@ class Requests:
         }
         if kind == "embed":
             load_options.setdefault("embedding", True)
+        if record.base is not None and record.context_length:  # a derived model's num_ctx
+            load_options.setdefault("context", record.context_length)
         if _wants_logprobs(options):
             weights = self.registry.weights(record) if record.base else record
             if (weights.file or "").lower().endswith(".gguf"):  # llama.cpp: loaded with logits
@@ -281,11 +284,12 @@ class Requests:
             meter.finish(error=exc)
             raise
         handle = slot.handle
-        assert handle is not None
         stream = bool(merged.get("stream"))
         if relay and stream and getattr(handle, "relays", False):
             merged = {**merged, "relay": True}  # its chunks as its server's bytes (`Relayed`)
         try:
+            if handle is None:  # its runtime died while the request waited for its turn
+                raise LoadFailed(f"{model_id} failed: {slot.error or 'its runtime stopped'}")
             _can_give(handle, merged, model_id)
             if kind == "embed":
                 answer = await handle.aembed(payload)

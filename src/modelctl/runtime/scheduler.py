@@ -253,7 +253,7 @@ class Scheduler:
         try:
             return future.result()
         except BaseException:
-            if undo is not None and not future.done():
+            if undo is not None:  # it may have finished as the caller was interrupted
                 future.add_done_callback(lambda done: _undo(done, undo))
             raise
 
@@ -282,8 +282,11 @@ class Scheduler:
             except BaseException as exc:
                 done.set_exception(exc)
 
-        loop.call_soon_threadsafe(run)
-        return done.result()
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # its loop is closed: the scheduler is closing
+            return None
+        return done.result(timeout=self.patience)
 
     async def _ask(self, function: Callable[..., Any], *args: Any) -> Any:
         """`function(*args)` on the scheduler's loop, awaited from another loop."""
@@ -393,6 +396,7 @@ class Scheduler:
         away (`abandon`); without, a caller that waits whatever happens."""
         deadline = time.monotonic() + self.patience
         while True:
+            self._check_wanted(want, model_id)  # its client may have left before this began
             slot = self.slots.get(model_id)
             if slot is None or slot.state == "failed":
                 self._backoff(model_id)
@@ -891,7 +895,8 @@ class Scheduler:
         Busy if they have not finished within `patience` seconds."""
         return bool(self._run(self._unload(model_id, reason)))
 
-    async def _unload(self, model_id: str, reason: str) -> bool:
+    async def _unload(self, model_id: str, reason: str, patience: float | None = None) -> bool:
+        patience = self.patience if patience is None else patience
         slot = self.slots.get(model_id)
         if slot is None:
             return False
@@ -904,11 +909,11 @@ class Scheduler:
                 (slot.in_flight == 0 and slot.state not in ("waiting", "loading"))
                 or self.slots.get(model_id) is not slot
             ),
-            self.patience,
+            patience,
         )
         if not idle:
             raise Busy(
-                f"{model_id} still serves {slot.in_flight} requests after {self.patience:g} s",
+                f"{model_id} still serves {slot.in_flight} requests after {patience:g} s",
                 hint="unload it once they end",
             )
         if self.slots.get(model_id) is slot and slot.state == "loaded":
@@ -921,15 +926,18 @@ class Scheduler:
         """Unload every model (each once its requests end), their workers stopped together."""
         return list(self._run(self._unload_all()))
 
-    async def _unload_all(self) -> list[str]:
+    async def _unload_all(self, patience: float | None = None) -> list[str]:
         names = list(self.slots)
         for slot in list(self.slots.values()):
             if slot.state == "failed":
                 del self.slots[slot.model_id]
             elif slot.state == "loaded" and slot.in_flight == 0:
                 self._unload_now(slot)
-        for name in names:
-            await self._unload(name, "asked")
+        for name in names:  # one that stays busy does not keep the others loaded
+            try:
+                await self._unload(name, "asked", patience)
+            except ModelctlError as exc:
+                log.warning("unloading %s: %s", name, exc.message)
         return names
 
     def unload_least_used(self) -> str | None:
@@ -998,29 +1006,35 @@ class Scheduler:
 
         self._reaper = self._spawn(reaper())
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
         """Stop the reaper, save what is loaded and current (the next start restores it),
-        unload everything, then stop the scheduler's loop."""
-        if self._loop is not None:
-            self._run(self._aclose())
+        unload everything (a model still busy after `timeout` seconds is left to the
+        supervisor, which stops every worker), then stop the scheduler's loop."""
+        try:
+            if self._loop is not None:
+                self._run(self._aclose(timeout))
+        finally:
             loop, thread = self._loop, self._thread
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=10)
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # closed already
+                    loop.call_soon_threadsafe(loop.stop)
+                if thread is not None:
+                    thread.join(timeout=10)
             for pool in (self._work, self._saves):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
             self._loop = self._thread = self._work = self._saves = None
-        if self.supervisor is not None:
-            self.supervisor.close()
+            self._reaper, self._closing = None, False  # a loop started again saves again
+            if self.supervisor is not None:
+                self.supervisor.close()
 
-    async def _aclose(self) -> None:
+    async def _aclose(self, timeout: float) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
         await self._saved(force=True)
         self._closing = True
-        await self._unload_all()
+        await self._unload_all(patience=timeout)
         closing = [task for task in self._tasks if not task.done()]
         if closing:
             await asyncio.wait(closing, timeout=30)
@@ -1067,16 +1081,26 @@ class Scheduler:
         return self._saves.submit(self.persist, self.state())
 
     async def _saved(self, *, force: bool = False) -> None:
-        """`_save`, and wait until it is written."""
+        """`_save`, and wait until it is written. A save that fails (a locked database, a full
+        disk) is logged: what is loaded stays as it is, and a request's hold stays its own."""
         saving = self._save(force=force)
-        if saving is not None:
+        if saving is None:
+            return
+        try:
             await asyncio.wrap_future(saving)
+        except Exception:
+            log.exception("saving what is loaded failed; the next change saves it again")
 
     def save(self) -> dict[str, Any]:
-        """Persist what is loaded and current now; returns it."""
+        """Persist what is loaded and current now; returns it. In the saver's thread where it
+        runs (after the saves queued before it), so that an older state never comes last."""
         saved = self.state()
         if self.persist is not None:
-            self.persist(saved)
+            saves = self._saves
+            if saves is not None:
+                saves.submit(self.persist, saved).result(timeout=self.patience)
+            else:
+                self.persist(saved)
         return saved
 
     def restore(self, state: dict[str, Any]) -> dict[str, str]:
@@ -1092,7 +1116,7 @@ class Scheduler:
                 failed[entry["model"]] = exc.message
         current = state.get("current")
         if current and current in self.slots and self.slots[current].state == "loaded":
-            self.current = current
+            self._call(setattr, self, "current", current)  # on the loop, as every change
         return failed
 
 

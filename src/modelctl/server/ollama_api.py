@@ -6,6 +6,7 @@ daemon: the same bodies, newline-delimited JSON streams (streaming is the defaul
 nanoseconds, and `{"error": "…"}` on failure. Every registered model is listed, local or remote.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -685,6 +686,12 @@ def create(payload: CreateRequest, request: Request) -> Response:
         "context": context,
     }
     if weights is not None:
+        if context is not None:  # the file's own context is what a model of its own loads
+            raise InvalidRequest(
+                "parameters: num_ctx with files is not supported",
+                hint=f"create {name} without it, then a model FROM {name} with num_ctx",
+            )
+        fields.pop("context")
         ctl.manager.create_from_weights(name, weights, **fields)
         weights.unlink(missing_ok=True)  # its bytes are the model's file now
         using = f"using the uploaded {weights.name.replace('-', ':', 1)}"
@@ -739,18 +746,28 @@ async def blob_upload(digest: str, request: Request) -> Response:
         return Response(status_code=201)
     length = request.headers.get("content-length", "")
     await to_thread.run_sync(partial(path.parent.mkdir, parents=True, exist_ok=True))
-    if length.isdigit():
-        free = (await to_thread.run_sync(shutil.disk_usage, path.parent)).free
-        if int(length) > free:
-            raise InvalidRequest(
-                f"{int(length):,} bytes do not fit: {free:,} are free", hint="free some disk"
-            )
+    await to_thread.run_sync(_sweep, path.parent)
+    # what it may take: the disk's free space but a reserve, so that the registry and the
+    # logs can still be written (counted as it arrives: a chunked upload has no length)
+    room = (await to_thread.run_sync(shutil.disk_usage, path.parent)).free - BLOB_RESERVE
+    if length.isdigit() and int(length) > room:
+        raise InvalidRequest(
+            f"{int(length):,} bytes do not fit: {max(0, room):,} may be used",
+            hint="free some disk (1 GiB stays free)",
+        )
     part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     hasher = hashlib.sha256()
     done = False
     handle = await to_thread.run_sync(part.open, "wb")
+    written = 0
     try:
         async for chunk in request.stream():
+            written += len(chunk)
+            if written > room:
+                raise InvalidRequest(
+                    f"the upload passed the {max(0, room):,} bytes that may be used",
+                    hint="free some disk (1 GiB stays free)",
+                )
             if chunk:
                 await to_thread.run_sync(_write, handle, hasher, chunk)
         await to_thread.run_sync(handle.close)
@@ -766,6 +783,18 @@ async def blob_upload(digest: str, request: Request) -> Response:
             await to_thread.run_sync(handle.close)
             await to_thread.run_sync(partial(part.unlink, missing_ok=True))
     return Response(status_code=201)
+
+
+BLOB_RESERVE = 1 << 30  # disk left free by an upload
+
+
+def _sweep(folder: Path, age: float = 3600.0) -> None:
+    """Uploads cut short an hour ago or more (a client or a server that died) go."""
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > age:
+                part.unlink()
 
 
 def _write(handle: Any, hasher: Any, chunk: bytes) -> None:

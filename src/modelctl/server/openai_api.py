@@ -327,6 +327,23 @@ async def _choices(
     first_stream = await one(0)
     first = await anext(first_stream, None)  # a failure of the first is still an HTTP error
 
+    # one stream, as OpenAI sends `n` choices: the first one's id, each choice its index
+    head = {
+        k: first[k] for k in ("id", "created", "model") if isinstance(first, dict) and k in first
+    }
+
+    def same(chunk: Any, index: int) -> Any:
+        if not isinstance(chunk, dict):
+            return chunk
+        chunk = {**chunk, **head}
+        if chunk.get("choices"):
+            chunk["choices"] = [{**c, "index": index} for c in chunk["choices"]]
+        if "usage" in chunk:  # each choice's own: added up, sent once at the end
+            if usage is not None and chunk["usage"]:
+                usage.add(chunk["usage"])
+            del chunk["usage"]
+        return chunk
+
     async def chunks() -> AsyncIterator[Any]:
         stream = first_stream
         for index in range(n):
@@ -334,30 +351,17 @@ async def _choices(
                 stream = await one(index)
             try:
                 async for chunk in stream:
-                    if _usage_only(chunk):  # each choice's own: added up, sent once at the end
-                        if usage is not None:
-                            usage.add(chunk["usage"])
+                    if _usage_only(chunk):
+                        same(chunk, index)
                         continue
-                    if isinstance(chunk, dict) and chunk.get("choices"):
-                        chunk = {**chunk, "choices": [
-                            {**c, "index": index} for c in chunk["choices"]]}  # fmt: skip
-                    if usage is not None and isinstance(chunk, dict) and chunk.get("usage"):
-                        usage.add(chunk["usage"])
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                    yield chunk
+                    yield same(chunk, index)
             finally:
                 await stream.aclose()
 
-    def indexed(chunk: Any) -> Any:
-        if isinstance(chunk, dict) and chunk.get("choices"):
-            return {**chunk, "choices": [{**c, "index": 0} for c in chunk["choices"]]}
-        return chunk
-
-    if usage is not None and isinstance(first, dict) and first.get("usage"):
-        usage.add(first["usage"])
-        if _usage_only(first):
-            first = None
-    return StreamingResponse(_events(indexed(first), chunks(), usage),
+    if _usage_only(first):
+        same(first, 0)
+        first = None
+    return StreamingResponse(_events(same(first, 0), chunks(), usage),
                              media_type="text/event-stream")  # fmt: skip
 
 
@@ -402,7 +406,10 @@ class _Usage:
 
     def chunk(self) -> str:
         usage = self.reported or {"prompt_tokens": 0, "completion_tokens": self.counted}
-        usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+        prompt = int(usage.get("prompt_tokens") or 0)  # a runtime's usage may lack either
+        completion = int(usage.get("completion_tokens") or 0)
+        usage = {**usage, "prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}  # fmt: skip
         last = {key: self.head.get(key) for key in ("id", "created", "model")}
         last |= {"object": self.object, "choices": [], "usage": usage}
         return f"data: {json.dumps(last, separators=(',', ':'))}\n\n"

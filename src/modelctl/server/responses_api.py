@@ -328,7 +328,10 @@ async def _events(made: _Response, first: Any, chunks: AsyncIterator[Any]) -> As
             item = _call(call)
             made.output.append(item)
             at = {"output_index": len(made.output) - 1}
-            yield event("response.output_item.added", {**at, "item": {**item, "arguments": ""}})
+            added = {**item, "arguments": "", "status": "in_progress"}
+            yield event("response.output_item.added", {**at, "item": added})
+            yield event("response.function_call_arguments.delta", {
+                **at, "item_id": item["id"], "delta": item["arguments"]})  # fmt: skip
             yield event("response.function_call_arguments.done", {
                 **at, "item_id": item["id"], "arguments": item["arguments"]})  # fmt: skip
             yield event("response.output_item.done", {**at, "item": item})
