@@ -71,11 +71,18 @@ def write_chunked(h: Handler, content_type: str, pieces: list[bytes]) -> None:
     h.wfile.write(b"0\r\n\r\n")
 
 
+class _Server(ThreadingHTTPServer):
+    # the backlog of a real server (uvicorn's is 2048), not socketserver's 5: under a load
+    # test, connections past 5 waited in the kernel for a minute or more (listen overflows)
+    # and looked like a gateway that hangs
+    request_queue_size = 2048
+
+
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run `app` (an object with .handle(handler) and .requests) on a loopback port."""
     handler = type("AppHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -62,11 +62,12 @@ async def load(url: str, clients: int, seconds: float, sample: Any) -> dict[str,
     async def client() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             while time.monotonic() < deadline:
-                model = rng.choice(("tiny", "gpt-4o"))
+                model, stream = rng.choice(("tiny", "gpt-4o")), rng.random() < 0.5
                 try:
-                    outcome = await one(session, url, model, stream=rng.random() < 0.5)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    outcome = f"{type(exc).__name__}: {exc}"
+                    outcome = await one(session, url, model, stream=stream)
+                except (aiohttp.ClientError, TimeoutError) as exc:  # which request, and how
+                    kind = "stream" if stream else "json"
+                    outcome = f"{model} {kind}: {type(exc).__name__}: {exc}"
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     async def sampler() -> None:
