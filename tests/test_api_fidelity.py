@@ -32,6 +32,20 @@ def url(tiny_models: Path, tiny_manager: ModelManager) -> Iterator[str]:
         yield base
 
 
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FakeOpenAI]]:
+    """A server in front of a remote OpenAI-compatible provider (a protocol server) serving
+    `gpt-4o`: the server's URL, and the provider, which notes what it was sent."""
+    fake = FakeOpenAI(key="sk-test", models=["gpt-4o"])
+    with serve(fake) as upstream:
+        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with ModelManager() as m:
+            m.sync(only=["openai"])
+            with running(m) as url:
+                yield url, fake
+
+
 # ---------------------------------------------------------------------- Ollama
 
 
@@ -127,25 +141,19 @@ def test_what_ollama_create_and_push_cannot_do_is_refused_in_words(url: str) -> 
 
 
 def test_a_derived_models_defaults_reach_the_provider_through_every_api(
-    monkeypatch: pytest.MonkeyPatch,
+    provider: tuple[str, FakeOpenAI],
 ) -> None:
     """Protocol test: a derived model of a remote OpenAI-compatible model; its system prompt
     and defaults are in what the provider receives, through the OpenAI and Ollama APIs."""
-    fake = FakeOpenAI(key="sk-test", models=["gpt-4o"])
-    with serve(fake) as upstream:
-        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        with ModelManager() as m:
-            m.sync(only=["openai"])
-            with running(m) as url:
-                client = ollama.Client(host=url)
-                client.create(model="pirate", from_="gpt-4o", system="Talk like a pirate.",
-                              parameters={"temperature": 0.2})  # fmt: skip
-                client.chat(model="pirate", messages=HELLO, stream=False)
-                gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-                gpt.chat.completions.create(model="pirate", messages=HELLO)
-                own = [{"role": "system", "content": "Be brief."}, *HELLO]
-                gpt.chat.completions.create(model="pirate", messages=own, temperature=1.0)
+    url, fake = provider
+    client = ollama.Client(host=url)
+    client.create(model="pirate", from_="gpt-4o", system="Talk like a pirate.",
+                  parameters={"temperature": 0.2})  # fmt: skip
+    client.chat(model="pirate", messages=HELLO, stream=False)
+    gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    gpt.chat.completions.create(model="pirate", messages=HELLO)
+    own = [{"role": "system", "content": "Be brief."}, *HELLO]
+    gpt.chat.completions.create(model="pirate", messages=own, temperature=1.0)
     sent = fake.bodies[-3:]
     pirate = [{"role": "system", "content": "Talk like a pirate."}, *HELLO]
     assert [b["messages"] for b in sent] == [pirate, pirate, own]
@@ -230,36 +238,30 @@ def test_the_anthropic_sdk_sends_messages_to_a_local_model(url: str) -> None:
 
 
 def test_anthropic_tool_turns_reach_the_model_as_chat_messages(
-    monkeypatch: pytest.MonkeyPatch,
+    provider: tuple[str, FakeOpenAI],
 ) -> None:
     """Protocol test: a tool use and its result, a system prompt in blocks, stop sequences and
     tools arrive at an OpenAI-compatible provider as its own chat fields."""
     import anthropic
 
-    fake = FakeOpenAI(key="sk-test", models=["gpt-4o"])
-    with serve(fake) as upstream:
-        monkeypatch.setenv("OPENAI_BASE_URL", upstream + "/v1")
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        with ModelManager() as m:
-            m.sync(only=["openai"])
-            with running(m) as url:
-                client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
-                city = {"type": "object", "properties": {"city": {"type": "string"}}}
-                weather = {"name": "weather", "description": "weather", "input_schema": city}
-                answer = client.messages.create(
-                    model="gpt-4o", max_tokens=3, stop_sequences=["\n\n"],
-                    extra_body={"temperature": 0.5},  # older SDKs' argument; 2.x has none
-                    system=[{"type": "text", "text": "Be brief."}], tools=[weather],
-                    tool_choice={"type": "tool", "name": "weather"},
-                    messages=[
-                        {"role": "user", "content": "Weather in Oslo?"},
-                        {"role": "assistant", "content": [
-                            {"type": "tool_use", "id": "toolu_1", "name": "weather",
-                             "input": {"city": "Oslo"}}]},
-                        {"role": "user", "content": [
-                            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "-3 C"}]},
-                    ],
-                )  # fmt: skip
+    url, fake = provider
+    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    city = {"type": "object", "properties": {"city": {"type": "string"}}}
+    weather = {"name": "weather", "description": "weather", "input_schema": city}
+    answer = client.messages.create(
+        model="gpt-4o", max_tokens=3, stop_sequences=["\n\n"],
+        extra_body={"temperature": 0.5},  # older SDKs' argument; 2.x has none
+        system=[{"type": "text", "text": "Be brief."}], tools=[weather],
+        tool_choice={"type": "tool", "name": "weather"},
+        messages=[
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "weather",
+                 "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "-3 C"}]},
+        ],
+    )  # fmt: skip
     assert answer.content[0].text == "Hi there!" and answer.stop_reason == "end_turn"
     sent = fake.bodies[-1]
     assert sent["messages"] == [

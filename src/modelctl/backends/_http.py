@@ -117,6 +117,13 @@ _NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _SAYS = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")|"tool_calls"\s*:\s*\[')
 
 
+def usage_only(chunk: Any) -> bool:
+    """A stream's usage chunk, as OpenAI ends a stream asked for it: no choices, a usage."""
+    if type(chunk) is Relayed:
+        return chunk.usage_only
+    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
+
+
 def cut_short(backend: str, base_url: str) -> BackendError:
     """A stream that ended with neither `[DONE]` nor a finish reason: the answer is cut off."""
     return BackendError(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelctl.backends._http import Relayed
+from modelctl.backends._http import Relayed, usage_only
 from modelctl.record.errors import (
     InvalidRequest,
     LoadFailed,
@@ -392,18 +392,11 @@ class _LetGo:
             self(GeneratorExit())
 
 
-def _usage_only(chunk: Any) -> bool:
-    """A stream's usage chunk, as OpenAI ends a stream asked for it: no choices, a usage."""
-    if type(chunk) is Relayed:
-        return chunk.usage_only
-    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
-
-
 def _without_usage_chunks(chunks: Iterator[Any]) -> Iterator[Any]:
     """A library stream: the meter has read the usage chunk; the caller gets the answer's."""
     try:
         for chunk in chunks:
-            if not _usage_only(chunk):
+            if not usage_only(chunk):
                 yield chunk
     finally:
         chunks.close()  # type: ignore[attr-defined]
@@ -421,7 +414,7 @@ async def _astream(
     try:
         async for chunk in chunks:
             meter.chunk(chunk)
-            if usage_chunk or not _usage_only(chunk):
+            if usage_chunk or not usage_only(chunk):
                 yield chunk
     except BaseException as exc:  # the client went away: GeneratorExit, or a cancellation
         error = exc

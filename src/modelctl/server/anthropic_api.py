@@ -21,9 +21,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelctl.record.errors import InvalidRequest, ModelctlError
-from modelctl.server.document import INTEGER, STRING, AnthropicError, errors, obj, returns
+from modelctl.server.document import (
+    INTEGER,
+    STRING,
+    AnthropicError,
+    errors,
+    event_stream,
+    obj,
+    returns,
+)
 from modelctl.server.errors import body, classify
-from modelctl.server.state import client_name, state, while_connected
+from modelctl.server.state import chained, client_name, state, while_connected
 
 __all__ = ["router"]
 
@@ -40,19 +48,7 @@ MESSAGE = obj(
     stop_sequence={"type": ["string", "null"]}, usage=_USAGE,
 )  # fmt: skip
 _EVENT = obj(("type",), type=STRING)
-_STREAM = {
-    "text/event-stream": {
-        "itemSchema": obj(
-            ("event", "data"),
-            event=STRING,
-            data={
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": _EVENT,
-            },
-        )
-    }
-}
+_STREAM = event_stream(obj(("type",), type=STRING))  # each event names its type
 # OpenAI's finish reasons → Anthropic's stop reasons
 _STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
           "content_filter": "refusal"}  # fmt: skip
@@ -280,11 +276,7 @@ async def _events(model: str, first: Any, chunks: AsyncIterator[Any]) -> AsyncIt
         return _sse("content_block_stop", {"index": index})
 
     try:
-        pending = [first] if first is not None else []
-        while True:
-            chunk = pending.pop() if pending else await anext(chunks, None)
-            if chunk is None:
-                break
+        async for chunk in chained(first, chunks):
             if not isinstance(chunk, dict):
                 continue
             usage = chunk.get("usage") or usage

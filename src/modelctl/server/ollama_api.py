@@ -39,7 +39,14 @@ from modelctl.server.document import (
     obj,
     returns,
 )
-from modelctl.server.state import ServerState, client_name, state, usable, while_connected
+from modelctl.server.state import (
+    ServerState,
+    chained,
+    client_name,
+    state,
+    usable,
+    while_connected,
+)
 
 __all__ = ["router"]
 
@@ -331,7 +338,7 @@ async def _lines(
 ) -> AsyncIterator[str]:
     count, finish, usage = 0, None, {}
     try:
-        async for chunk in _chain(first, chunks):
+        async for chunk in chained(first, chunks):
             text, calls, finished = _piece(chunk, kind)
             finish = finished or finish  # a last chunk with the usage alone has no choices
             usage = chunk.get("usage") or usage
@@ -346,13 +353,6 @@ async def _lines(
     line = _line(model_id, kind, "", None, True)
     _final(line, started, usage or {"completion_tokens": count}, finish)
     yield json.dumps(line) + "\n"
-
-
-async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is not None:
-        yield first
-    async for item in rest:
-        yield item
 
 
 @router.post("/embed", **returns(200, EMBEDDINGS))

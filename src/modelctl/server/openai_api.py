@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelctl.backends._http import Relayed
+from modelctl.backends._http import Relayed, usage_only
 from modelctl.record.errors import InvalidRequest, ModelctlError
 from modelctl.record.model import GENERATION_OPTIONS
 from modelctl.record.units import parse_duration, parse_field
@@ -33,7 +33,7 @@ from modelctl.server.document import (
     returns,
 )
 from modelctl.server.errors import body, classify
-from modelctl.server.state import client_name, state, usable, while_connected
+from modelctl.server.state import chained, client_name, state, usable, while_connected
 
 __all__ = ["router"]
 
@@ -284,13 +284,6 @@ def _documented(answer: Any) -> Any:
     return answer
 
 
-def _usage_only(chunk: Any) -> bool:
-    """A stream's usage chunk (no choices, a usage): passed on only to a client that asked."""
-    if type(chunk) is Relayed:
-        return chunk.usage_only
-    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
-
-
 def _nth(options: dict[str, Any], index: int) -> dict[str, Any]:
     """The options of choice `index`: a seed given goes up by one a choice (the same seed
     would give the same choice `n` times)."""
@@ -351,14 +344,14 @@ async def _choices(
                 stream = await one(index)
             try:
                 async for chunk in stream:
-                    if _usage_only(chunk):
+                    if usage_only(chunk):
                         same(chunk, index)
                         continue
                     yield same(chunk, index)
             finally:
                 await stream.aclose()
 
-    if _usage_only(first):
+    if usage_only(first):
         same(first, 0)
         first = None
     return StreamingResponse(_events(same(first, 0), chunks(), usage),
@@ -421,13 +414,13 @@ async def _events(
     """Server-sent events as OpenAI streams them; an error mid-stream is one last event."""
     dumps = json.dumps
     try:
-        async for chunk in _chain(first, chunks):
+        async for chunk in chained(first, chunks):
             if usage is None:
-                if not _usage_only(chunk):  # the usage chunk goes to a client that asks
+                if not usage_only(chunk):  # the usage chunk goes to a client that asks
                     yield _event(chunk)
                 continue
             usage.see(chunk)
-            if _usage_only(chunk):  # the runtime's own, documented last chunk
+            if usage_only(chunk):  # the runtime's own, documented last chunk
                 usage.sent = True
                 yield _event(chunk)
             else:
@@ -440,13 +433,6 @@ async def _events(
     finally:
         await chunks.aclose()  # the model is released even when the client left early
     yield "data: [DONE]\n\n"
-
-
-async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is not None:
-        yield first
-    async for item in rest:
-        yield item
 
 
 def _null_usage(chunk: Any) -> Any:

@@ -25,9 +25,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelctl.record.errors import InvalidRequest, ModelctlError
-from modelctl.server.document import INTEGER, STRING, OpenAIError, errors, obj, returns
+from modelctl.server.document import (
+    INTEGER,
+    STRING,
+    OpenAIError,
+    errors,
+    event_stream,
+    obj,
+    returns,
+)
 from modelctl.server.errors import body, classify
-from modelctl.server.state import client_name, state, while_connected
+from modelctl.server.state import chained, client_name, state, while_connected
 
 __all__ = ["router"]
 
@@ -40,19 +48,7 @@ RESPONSE = obj(
     usage=obj(("input_tokens", "output_tokens", "total_tokens"), input_tokens=INTEGER,
               output_tokens=INTEGER, total_tokens=INTEGER),
 )  # fmt: skip
-_STREAM = {
-    "text/event-stream": {
-        "itemSchema": obj(
-            ("event", "data"),
-            event=STRING,
-            data={
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": obj(("type",), type=STRING),
-            },
-        )
-    }
-}
+_STREAM = event_stream(obj(("type",), type=STRING))  # each event names its type
 
 
 class TextFormat(BaseModel):
@@ -281,11 +277,7 @@ async def _events(made: _Response, first: Any, chunks: AsyncIterator[Any]) -> As
     text = ""
     calls: dict[int, dict[str, Any]] = {}
     try:
-        pending = [first] if first is not None else []
-        while True:
-            chunk = pending.pop() if pending else await anext(chunks, None)
-            if chunk is None:
-                break
+        async for chunk in chained(first, chunks):
             if not isinstance(chunk, dict):
                 continue
             made.counted(chunk.get("usage"))

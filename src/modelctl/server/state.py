@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from modelctl.server.jobs import Jobs
     from modelctl.server.metrics import Metrics
 
-__all__ = ["ServerState", "client_name", "state", "usable", "while_connected"]
+__all__ = ["ServerState", "chained", "client_name", "state", "usable", "while_connected"]
 
 
 @dataclass
@@ -74,6 +74,15 @@ def usable(ctl: ServerState) -> list[dict[str, Any]]:
         for r in ctl.manager.registry.records(order_by="id")
         if r.get("installed") or r.get("backend") not in local
     ]
+
+
+async def chained(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A stream whose first chunk was read already (to answer a failure with an HTTP error):
+    that chunk, then the rest."""
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
 
 
 async def while_connected(request: Request, work: Awaitable[T]) -> T:
