@@ -7,9 +7,16 @@ STAMP   = $(VENV)/.installed-stamp
 DEMO_HOME ?= .modelctl-demo
 PORT      ?= 8765
 
-.PHONY: setup run test soak lint bench clean
+.PHONY: setup system run test soak lint bench clean
 
 setup: $(STAMP)
+
+# Debian packages the tests drive: Chromium (the dashboard's end-to-end tests), installed where
+# missing (as root, or through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 # llama-cpp-python builds llama.cpp from source: several minutes the first time, then pip's cache.
 $(STAMP): pyproject.toml
@@ -31,24 +38,25 @@ run: $(STAMP)
 
 # The layers of the README's Design section are a contract (pyproject.toml, importlinter).
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/lint-imports --no-cache
 
-test: lint
+test: lint system
 	$(BIN)/pytest -q
 
 # The reliability suite (tests/reliability/) at its long setting: more trials, longer load.
 soak: $(STAMP)
 	MODELCTL_SOAK=1 $(BIN)/pytest -q tests/reliability
 
-bench: $(STAMP)
+bench: $(STAMP) system
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/memory_estimate.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/http_clients.py
 	$(PY) benchmarks/workers.py
+	$(PY) benchmarks/dashboard.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache .hypothesis .bench test-results

@@ -127,6 +127,7 @@ def test_a_download_never_writes_through_a_planted_link(
 
 
 def test_install_jobs_keep_a_bounded_progress_summary() -> None:
+    from modelctl.runtime.events import EventBus
     from modelctl.server.jobs import EVENTS_KEPT, Jobs
 
     class Registry:
@@ -137,6 +138,7 @@ def test_install_jobs_keep_a_bounded_progress_summary() -> None:
 
     class Manager:
         registry = Registry()
+        events = EventBus()  # where a finished job says so
 
         def install_model(self, ref: str, *, progress: Any, **options: Any) -> Any:
             for done in range(20_000):  # a big download reports every chunk

@@ -116,3 +116,18 @@ def test_threads_get_their_own_connections(registry: Registry) -> None:
     for t in threads:
         t.join()
     assert seen == ["a"] * 4 and len(registry["a"].tags) == 4
+
+
+def test_a_lone_surrogate_in_a_usage_row_loses_nothing(tmp_path: Path) -> None:
+    """JSON's "\\ud800" decodes to a lone surrogate, which SQLite cannot store: the batch it was
+    in failed to write (and was lost), and so did every read that flushed it."""
+    from modelctl.store.ledger import Ledger, Usage
+
+    store = Store(tmp_path / "ledger.sqlite")
+    ledger = Ledger(store, flush_interval=3600)
+    ledger.record(Usage(model="m", latency=0.1, client="ok", at=1.0))
+    ledger.record(Usage(model="m", latency=0.2, client="bad \ud800", error="\udfff", at=2.0))
+    assert ledger.stats()["overall"]["requests"] == 2
+    assert [r["client"] for r in ledger.rows()] == ["bad ?", "ok"]
+    ledger.close()
+    store.close()

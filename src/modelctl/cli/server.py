@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("use")(use)
     app.command("ps")(ps)
     app.command("logs")(logs)
+    app.command("ui")(ui)
 
 
 def serve(
@@ -58,7 +59,8 @@ def serve(
     def announce(address: str) -> None:
         _common.say(
             f"modelctl serving on {address}  "
-            "(OpenAI: /v1, Ollama: /api, management: /api/v1, docs: /docs; Ctrl-C stops)"
+            "(dashboard: /, OpenAI: /v1, Anthropic: /v1/messages, Ollama: /api, "
+            "management: /api/v1, docs: /docs; Ctrl-C stops)"
         )
 
     run_server(
@@ -66,6 +68,27 @@ def serve(
         only=model, log_level=log_level, announce=announce,
     )  # fmt: skip
     _common.say("stopped")
+
+
+def ui(
+    ctx: typer.Context,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the dashboard's address; open nothing.")
+    ] = False,
+) -> None:
+    """Open the running server's web dashboard in a browser (start it with `modelctl serve`)."""
+    import webbrowser
+
+    client = _client(ctx)
+    client.call("GET", "/health")  # no server there: one line that says how to start one
+    url = urlsplit(client.url)
+    if url.hostname in ("0.0.0.0", "::"):  # bound to every address: this machine's is one
+        url = url._replace(netloc=f"127.0.0.1:{url.port or 8765}")
+    address = f"{url.geturl().rstrip('/')}/"
+    if print_only or not webbrowser.open(address):
+        _common.say(address)
+    else:
+        _common.say(f"opened {address} in a browser")
 
 
 def _client(ctx: typer.Context) -> Any:

@@ -261,10 +261,13 @@ class Registry(MutableMapping[str, "Model"]):
         *,
         order_by: str | Iterable[str] | None = None,
         limit: int | None = None,
+        offset: int = 0,
         **criteria: Any,
     ) -> list[dict[str, Any]]:
-        """The matching records as stored (JSON-ready dicts), without building Model objects."""
-        return self.store.select(*self._where(where, criteria), **self._order(order_by, limit))
+        """The matching records as stored (JSON-ready dicts), without building Model objects:
+        `limit` of them after the first `offset`, in `order_by` order."""
+        order = self._order(order_by, limit, offset)
+        return self.store.select(*self._where(where, criteria), **order)
 
     def records_json(
         self,
@@ -272,10 +275,12 @@ class Registry(MutableMapping[str, "Model"]):
         *,
         order_by: str | Iterable[str] | None = None,
         limit: int | None = None,
+        offset: int = 0,
         **criteria: Any,
     ) -> list[str]:
         """The matching records as their stored JSON text: the cheapest read there is."""
-        return self.store.select_raw(*self._where(where, criteria), **self._order(order_by, limit))
+        order = self._order(order_by, limit, offset)
+        return self.store.select_raw(*self._where(where, criteria), **order)
 
     def query(
         self,
@@ -323,10 +328,15 @@ class Registry(MutableMapping[str, "Model"]):
         )
 
     @staticmethod
-    def _order(order_by: str | Iterable[str] | None, limit: int | None) -> dict[str, Any]:
+    def _order(
+        order_by: str | Iterable[str] | None, limit: int | None, offset: int = 0
+    ) -> dict[str, Any]:
+        """The store's ordering and paging options, checked."""
         if limit is not None and limit < 0:
             raise query.InvalidQuery(f"limit must be 0 or more, not {limit}")
-        return {"order": query.compile_order(order_by), "limit": limit}
+        if offset < 0:
+            raise query.InvalidQuery(f"offset must be 0 or more, not {offset}")
+        return {"order": query.compile_order(order_by), "limit": limit, "offset": offset}
 
     @staticmethod
     def _models(texts: Iterable[str]) -> list[Model]:

@@ -1,7 +1,9 @@
 """A small publish/subscribe bus: `manager.events.on("model-loaded", fn)`.
 
 Events: model-loading, model-loaded, model-failed, model-unloading, model-unloaded,
-model-evicted, model-switched. A handler that raises is logged, never breaks the emitter.
+model-evicted, model-switched; and model-changed (`model`, `change`) when the management API
+or an install job has changed the registry. A handler that raises is logged, never breaks the
+emitter.
 Recent events are kept, so a late subscriber (the web page, an SSE stream) can catch up.
 """
 

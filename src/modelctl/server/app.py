@@ -25,6 +25,7 @@ from modelctl.manager import ModelManager
 from modelctl.record.errors import ConfigError, ModelctlError, Unauthorized
 from modelctl.server import (
     anthropic_api,
+    dashboard,
     errors,
     management,
     ollama_api,
@@ -144,14 +145,7 @@ def create_app(
     app.include_router(ollama_api.router)
     app.include_router(management.router)
 
-    @app.get("/", response_class=PlainTextResponse, tags=["server"])
-    def root() -> str:
-        """Ollama's clients check that the server answers here."""
-        return "modelctl is running\n"
-
-    @app.head("/", include_in_schema=False)
-    def root_head() -> PlainTextResponse:
-        return PlainTextResponse("")
+    dashboard.install(app)  # `/`: the dashboard for a browser, one line for a program
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, Any]:  # on the loop: no worker thread to wait for

@@ -1,7 +1,8 @@
 """Install jobs: a pull runs in a thread, reports progress, and can be cancelled.
 
 Cancelling stops the download at its next progress report; a partial download stays where the
-backend keeps it (resumed by the next pull), and nothing is marked installed.
+backend keeps it (resumed by the next pull), and nothing is marked installed. A job that ends
+done or failed says so on the manager's events (`model-changed`); a cancelled one changed nothing.
 """
 
 import itertools
@@ -107,33 +108,47 @@ class Jobs:
             self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
+        self._update(job, state="running", status="starting")
+        try:
+            end = self._install(job)
+            try:
+                if end["state"] != "cancelled":  # a cancelled install changed nothing
+                    change = "installed" if end["state"] == "done" else "install-failed"
+                    self._announce(end.get("result") or job.model, change)
+            finally:  # whatever the announcement does, a follower's wait ends
+                self._update(job, finished=time.time(), **end)
+        finally:
+            self.manager.registry.store.close()  # this thread's connection
+
+    def _install(self, job: Job) -> dict[str, Any]:
+        """Run the install; returns how its job ends (the job's fields), never raises."""
+
         def progress(step: Progress) -> None:
             if job.cancel_requested:
                 raise Cancelled(f"install of {job.model} cancelled")
             self._update(job, status=step.status, completed=step.completed, total=step.total)
 
-        self._update(job, state="running", status="starting")
         try:
             model = self.manager.install_model(job.model, progress=progress, **job.options)
         except Cancelled as exc:
-            self._update(job, state="cancelled", status="cancelled", error=exc.message,
-                         code="cancelled", http_status=409, finished=time.time())  # fmt: skip
+            return {"state": "cancelled", "status": "cancelled", "error": exc.message,
+                    "code": "cancelled", "http_status": 409}  # fmt: skip
         except ModelctlError as exc:
             text = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             status, code = classify(exc)
-            self._update(job, state="failed", status="failed", error=text, code=code,
-                         http_status=status, finished=time.time())  # fmt: skip
-        except (
-            Exception
-        ) as exc:  # a bug, or a library's surprise: the job says so, the server lives
-            self._update(job, state="failed", status="failed", code="internal_error",
-                         error=f"{type(exc).__name__}: {exc}", http_status=500,
-                         finished=time.time())  # fmt: skip
-        else:
-            self._update(job, state="done", status="success", result=model.id,
-                         finished=time.time())  # fmt: skip
-        finally:
-            self.manager.registry.store.close()  # this thread's connection
+            return {"state": "failed", "status": "failed", "error": text, "code": code,
+                    "http_status": status}  # fmt: skip
+        except Exception as exc:
+            # a bug, or a library's surprise: the job says so, the server lives
+            return {"state": "failed", "status": "failed", "code": "internal_error",
+                    "error": f"{type(exc).__name__}: {exc}", "http_status": 500}  # fmt: skip
+        return {"state": "done", "status": "success", "result": model.id}
+
+    def _announce(self, model: str, change: str) -> None:
+        """`model-changed` (`installed` or `install-failed`) on the manager's events, once an
+        install has written what it does and before its job says it has ended: the installed
+        model's id, or the reference a failed install was asked for."""
+        self.manager.events.emit("model-changed", model=model, change=change)
 
     def get(self, job_id: str) -> Job:
         with self._cond:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from modelctl.record.kinds import Capability, Purpose, SizeClass, Task
 from modelctl.record.model import Model
 from modelctl.record.units import parse_bytes, parse_duration, parse_field
 from modelctl.server.document import (
+    INTEGER,
     NUMBER,
     STRING,
     ManagementError,
@@ -32,16 +34,26 @@ from modelctl.server.document import (
 )
 from modelctl.server.jobs import InstallJob
 from modelctl.server.state import ServerState, state
+from modelctl.store.ledger import series_step
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["management"], responses=errors(ManagementError))
 
 ModelPath = Annotated[str, "a model id, alias or reference; `/` and `:` as they are"]
+MAX_OFFSET = 10**9  # SQLite's integers end at 2**63: a larger offset was a 500
+LATEST = 10**11  # unix seconds (the year 5138): a bound for times, so a huge one is a 422
+
+UnixTime = Annotated[float | None, Query(ge=0, le=LATEST, description="unix seconds")]
 
 
 def _ctl(request: Request) -> ServerState:
     return state(request)
+
+
+def _model_id(ctl: ServerState, model: str | None) -> str | None:
+    """The id a `model` parameter names (an alias, a reference), or None for every model."""
+    return ctl.resolve(model) if model else None
 
 
 def _record(ctl: ServerState, ref: str) -> dict[str, Any]:
@@ -50,10 +62,29 @@ def _record(ctl: ServerState, ref: str) -> dict[str, Any]:
     return record
 
 
+Change = Literal["added", "updated", "deleted", "forgotten", "imported", "synced"]
+
+
+def _changed(ctl: ServerState, model: str | None, change: Change) -> None:
+    """Tell the event stream's readers (a dashboard) that the registry changed, once it has:
+    `model-changed` with the model's id (None for many) and what happened."""
+    ctl.manager.events.emit("model-changed", model=model, change=change)
+
+
 # ---------------------------------------------------------------------- the registry
 
 
-@router.get("/models")
+_PAGE = obj(
+    ("models", "count", "total", "offset", "limit"),
+    models={"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+    count={**INTEGER, "description": "models in this page"},
+    total={**INTEGER, "description": "models that match, in every page"},
+    offset=INTEGER,
+    limit={"type": ["integer", "null"]},
+)
+
+
+@router.get("/models", **returns(200, _PAGE))
 def list_models(
     request: Request,
     where: Annotated[
@@ -68,21 +99,45 @@ def list_models(
     group: str | None = None,
     installed: bool | None = None,
     local: bool | None = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="text in the id, name, family or description; any case"),
+    ] = None,
+    fits: Annotated[
+        bool | None,
+        Query(description="fits this machine's memory budget (false: does not); no size fits"),
+    ] = None,
     order_by: str | None = Query(None, description="a field; `-field` for descending"),
     limit: int | None = Query(None, ge=0, le=100_000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="skip this many first"),
 ) -> JSONResponse:
-    """Models matching the filters and `where` expressions (the query language)."""
-    from modelctl.registry.query import parse_where
+    """Models matching the filters and `where` expressions (the query language), a page of
+    them with `limit` and `offset`; `total` counts every match, `count` this page's."""
+    from modelctl.registry import query as language
 
-    clauses = [parse_where(w) for w in where or ()]
+    manager = _ctl(request).manager
+    clauses = [language.parse_where(w) for w in where or ()]
+    if q:
+        clauses.append(language.search(q))
+    if fits is not None:
+        clauses.append(language.fits(manager.scheduler.budget, fit=fits))
     query = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
     given = {
         "backend": backend, "task": task and task.value, "size": size and size.value,
         "capability": capability and capability.value, "purpose": purpose and purpose.value,
         "tags": tag, "group": group, "installed": installed, "local": local,
     }  # fmt: skip
-    records = _ctl(request).manager.registry.records(query, order_by=order_by, limit=limit, **given)
-    return JSONResponse({"models": records, "count": len(records)})
+    registry = manager.registry
+    total = registry.count(query, **given)
+    records = (  # a page past the end is not read: a search that finds nothing reads once
+        registry.records(query, order_by=order_by, limit=limit, offset=offset, **given)
+        if offset < total and limit != 0
+        else []
+    )
+    return JSONResponse(
+        {"models": records, "count": len(records), "total": total, "offset": offset,
+         "limit": limit}
+    )  # fmt: skip
 
 
 class ModelRecord(Model):
@@ -122,7 +177,10 @@ _RECORD_BODY = {"$ref": "#/components/schemas/Model"}
 )
 def add_model(record: dict[str, Any], request: Request, replace: bool = False) -> dict[str, Any]:
     """Register a model record (`replace=true` overwrites one with the same id)."""
-    return _ctl(request).manager.add_model(record, replace=replace).to_dict()
+    ctl = _ctl(request)
+    model = ctl.manager.add_model(record, replace=replace)
+    _changed(ctl, model.id, "added")
+    return model.to_dict()
 
 
 class ModelChanges(BaseModel):
@@ -192,6 +250,8 @@ def update_model(ref: ModelPath, changes: ModelChanges, request: Request) -> dic
             if "id" in changes.fields:
                 raise InvalidRequest("fields.id: a model's id cannot change")
             registry.update(model_id, **changes.fields)
+    if changes.model_dump(exclude_defaults=True):
+        _changed(ctl, model_id, "updated")
     return get_model(model_id, request)
 
 
@@ -223,6 +283,9 @@ def delete_model(
         plan = manager.delete_model(model_id, dry_run=dry_run).to_dict()
     if forget and not dry_run:
         del manager.registry[model_id]
+        _changed(ctl, model_id, "forgotten")
+    elif plan is not None and not dry_run:
+        _changed(ctl, model_id, "deleted")
     return {"model": model_id, "plan": plan, "forgotten": forget and not dry_run}
 
 
@@ -246,9 +309,12 @@ class ImportRequest(BaseModel):
 @router.post("/import")
 def import_(payload: ImportRequest, request: Request) -> dict[str, Any]:
     """Import an export document: all of it or, on the first bad record, none of it."""
-    report = _ctl(request).manager.import_metadata(
+    ctl = _ctl(request)
+    report = ctl.manager.import_metadata(
         payload.document, replace=payload.replace, dry_run=payload.dry_run
     )
+    if not payload.dry_run:
+        _changed(ctl, None, "imported")
     return report.to_dict()
 
 
@@ -347,7 +413,39 @@ def sync(request: Request, payload: SyncRequest | None = None) -> dict[str, Any]
     ctl = _ctl(request)
     for name in only or ():
         ctl.manager.backend(name)  # an unknown name is a 404, not a silent no-op
-    return ctl.manager.sync(only=only).to_dict()
+    report = ctl.manager.sync(only=only)
+    if report.added or report.updated or report.merged or report.missing:
+        _changed(ctl, None, "synced")
+    return report.to_dict()
+
+
+# ---------------------------------------------------------------------- doctor
+
+
+class DoctorFinding(BaseModel):
+    """One check of `modelctl doctor`, with the step that fixes it."""
+
+    area: str
+    level: Literal["ok", "warn", "fail"]
+    message: str
+    step: str | None
+
+
+class DoctorReport(BaseModel):
+    findings: list[DoctorFinding]
+    counts: dict[Literal["ok", "warn", "fail"], int]
+
+
+@router.get("/doctor", **returns(200, DoctorReport))
+def doctor(request: Request) -> dict[str, Any]:
+    """Every check `modelctl doctor` makes (machine, registry, backends, keys, server), and how
+    many findings are ok, warn and fail."""
+    findings = _ctl(request).manager.doctor()
+    levels = Counter(f.level for f in findings)
+    return {
+        "findings": [f.to_dict() for f in findings],
+        "counts": {level: levels[level] for level in ("ok", "warn", "fail")},
+    }
 
 
 # ---------------------------------------------------------------------- installs
@@ -559,6 +657,84 @@ def stats(
     return ctl.manager.usage_stats(ctl.resolve(model) if model else None, since=since)
 
 
+class Point(BaseModel):
+    """The requests of one span of a series, which starts at `at`."""
+
+    at: float
+    requests: int
+    errors: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_avg_ms: float | None
+    tokens_per_second: float | None
+    tokens_in: int
+    tokens_out: int
+    cost: float
+
+
+class Series(BaseModel):
+    since: float
+    until: float
+    step: float = Field(description="seconds each point spans")
+    points: list[Point] = Field(description="spans that hold requests only, in time order")
+
+
+@router.get("/usage/series", **returns(200, Series))
+def usage_series(
+    request: Request,
+    since: UnixTime = None,
+    until: UnixTime = None,
+    step: Annotated[
+        float | None,
+        Query(gt=0, le=LATEST, description="seconds (default: a round step, 120 points at most)"),
+    ] = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Requests, errors, latency p50/p95, time to first token, speed, tokens and cost per
+    `step` seconds from `since` (default: an hour ago) to `until` (default: now); at most
+    2000 points (a smaller step is made larger)."""
+    now = time.time()
+    since = now - 3600 if since is None else since
+    until = now if until is None else until
+    if since >= until:
+        raise InvalidRequest(
+            f"since ({since:.0f}) must be before until ({until:.0f})",
+            hint="unix seconds; since defaults to an hour ago, until to now",
+        )
+    ctl = _ctl(request)
+    step = series_step(until - since, step)
+    points = ctl.manager.usage.series(_model_id(ctl, model), since=since, until=until, step=step)
+    return {"since": since, "until": until, "step": step, "points": points}
+
+
+_CSV_HEADERS = {"Content-Disposition": 'attachment; filename="modelctl-usage.csv"'}
+_CSV = {
+    "response_class": StreamingResponse,
+    "response_model": None,
+    "responses": {
+        200: {
+            "description": "The ledger's rows, oldest first, under a header of its column names",
+            "content": {"text/csv": {"schema": STRING}},
+            "headers": {
+                "Content-Disposition": {"description": "a file name to save it as",
+                                        "schema": STRING},
+            },
+        }
+    },
+}  # fmt: skip
+
+
+@router.get("/usage/export", **_CSV)
+def usage_export(
+    request: Request, since: UnixTime = None, model: str | None = None
+) -> StreamingResponse:
+    """Every request in the usage ledger (or one model's, since a time) as CSV: a download,
+    written as it is read."""
+    ctl = _ctl(request)
+    text = ctl.manager.usage.export_csv(_model_id(ctl, model), since=since)
+    return StreamingResponse(text, media_type="text/csv", headers=_CSV_HEADERS)
+
+
 # ---------------------------------------------------------------------- events
 
 
@@ -570,8 +746,8 @@ def stats(
 async def events(
     request: Request, recent: bool = Query(True, description="replay recent events")
 ) -> StreamingResponse:
-    """Scheduler events (loading, loaded, failed, switched, unloaded, evicted) as server-sent
-    events, as they happen."""
+    """Scheduler events (loading, loaded, failed, switched, unloaded, evicted) and registry
+    changes (model-changed: `model`, `change`) as server-sent events, as they happen."""
     bus = _ctl(request).manager.events
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)

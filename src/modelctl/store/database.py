@@ -39,6 +39,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _casefold(value: Any) -> Any:
+    """SQL `casefold(x)`: text in any case as one (the query language's `$contains` on text
+    that is not ASCII, which SQLite's own `lower` leaves as it is)."""
+    return value.casefold() if isinstance(value, str) else value
+
+
 class Store:
     """A registry database: `Store(path)` opens (creating and migrating) the SQLite file."""
 
@@ -77,6 +83,7 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            db.create_function("casefold", 1, _casefold, deterministic=True)
             db.execute("PRAGMA foreign_keys = ON")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -283,15 +290,25 @@ class Store:
         *,
         order: str = "id",
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[str]:
-        return [r[0] for r in self._select("id", where, params, order, limit)]
+        return [r[0] for r in self._select("id", where, params, order, limit, offset)]
 
     def _select(
-        self, what: str, where: str, params: Iterable[Any], order: str, limit: int | None
+        self,
+        what: str,
+        where: str,
+        params: Iterable[Any],
+        order: str,
+        limit: int | None,
+        offset: int = 0,
     ) -> sqlite3.Cursor:
         sql = f"SELECT {what} FROM models WHERE {where} ORDER BY {order}"
         args = list(params)
-        if limit is not None:
+        if offset:  # SQLite takes an OFFSET only after a LIMIT: -1 is none
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        elif limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         return self.db.execute(sql, args)
@@ -303,9 +320,11 @@ class Store:
         *,
         order: str = "id",
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[str]:
-        """The stored JSON text of the matching records, in order."""
-        return [r[0] for r in self._select("data", where, params, order, limit)]
+        """The stored JSON text of the matching records, in order: `limit` of them after the
+        first `offset`."""
+        return [r[0] for r in self._select("data", where, params, order, limit, offset)]
 
     def select(
         self, where: str = "1", params: Iterable[Any] = (), **options: Any
