@@ -89,3 +89,23 @@ def test_write_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not set"):
         write_setting(path, "log_level", None)
     assert "api_key" not in path.read_text()
+
+
+def test_a_database_url_of_another_scheme_is_an_error_not_a_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`MODELCTL_DATABASE=postgresql://…` was taken for a path: the first write made a folder
+    named `postgresql:` in the working directory."""
+    from modelctl.manager import ModelManager
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("MODELCTL_DATABASE", "postgresql://team@db.example/modelctl")
+    with pytest.raises(ConfigError, match=r"does not speak postgresql:// databases"):
+        ModelManager().registry  # noqa: B018
+    assert list(here.iterdir()) == []
+    monkeypatch.setenv("MODELCTL_DATABASE", f"sqlite://{tmp_path}/team.sqlite")
+    assert Settings.load().database == tmp_path / "team.sqlite"
+    monkeypatch.setenv("MODELCTL_DATABASE", str(tmp_path / "plain.sqlite"))
+    assert Settings.load().database == tmp_path / "plain.sqlite"

@@ -15,6 +15,7 @@ masked and never written by modelctl.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,24 @@ def _path(value: Any) -> Path:
     if not isinstance(value, str | os.PathLike) or not str(value).strip():
         raise ValueError("must be a path")
     return Path(os.path.expanduser(os.path.expandvars(str(value))))
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+
+
+def _database(value: Any) -> Path:
+    """A file path, or a `sqlite:///path` URL; a URL of any other scheme is an error that says
+    so (`postgresql://…` was taken for a path, and made a folder named `postgresql:`)."""
+    found = _URL.match(str(value).strip()) if isinstance(value, str) else None
+    if found is None:
+        return _path(value)
+    scheme, rest = found.group(1).lower(), found.group(2)
+    if scheme in ("sqlite", "file") and rest.startswith("/"):
+        return _path(rest)
+    raise ValueError(
+        f"modelctl does not speak {scheme}:// databases: it keeps its registry in a SQLite "
+        "file; give a path (or sqlite:///path)"
+    )
 
 
 def _paths(value: Any) -> tuple[Path, ...]:
@@ -200,7 +219,7 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting(
             "database",
-            _path,
+            _database,
             lambda v: v["home"] / "registry.sqlite",
             "registry database file",
             relative=True,
