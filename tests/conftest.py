@@ -10,6 +10,7 @@ import pytest
 from modelctl.manager import ModelManager
 from modelctl.record.model import Model
 from modelctl.registry import Registry
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -55,12 +56,29 @@ def tiny_manager(tiny_models: Path) -> Iterator[ModelManager]:
     m.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (see tests/postgres.py)."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store lives, on each engine: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "registry.sqlite")
+    return request.getfixturevalue("postgres").fresh()
+
+
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    """A registry told what the installed backends declare, as the manager tells its own."""
+def registry(database: str) -> Registry:
+    """A registry told what the installed backends declare, as the manager tells its own, on
+    each engine."""
     from tests.schemes import SCHEMES
 
-    reg = Registry.open(tmp_path / "registry.sqlite", schemes=lambda: SCHEMES)
+    reg = Registry.open(database, schemes=lambda: SCHEMES)
     yield reg
     reg.close()
 

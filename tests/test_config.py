@@ -94,18 +94,20 @@ def test_write_setting(tmp_path: Path) -> None:
 def test_a_database_url_of_another_scheme_is_an_error_not_a_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`MODELCTL_DATABASE=postgresql://…` was taken for a path: the first write made a folder
-    named `postgresql:` in the working directory."""
+    """`MODELCTL_DATABASE=mysql://…` was taken for a path: the first write made a folder
+    named `mysql:` in the working directory (and so did `postgresql://…`, before PostgreSQL)."""
     from modelctl.manager import ModelManager
 
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    monkeypatch.setenv("MODELCTL_DATABASE", "postgresql://team@db.example/modelctl")
-    with pytest.raises(ConfigError, match=r"does not speak postgresql:// databases"):
+    monkeypatch.setenv("MODELCTL_DATABASE", "mysql://team@db.example/modelctl")
+    with pytest.raises(ConfigError, match=r"does not speak mysql:// databases"):
         ModelManager().registry  # noqa: B018
     assert list(here.iterdir()) == []
     monkeypatch.setenv("MODELCTL_DATABASE", f"sqlite://{tmp_path}/team.sqlite")
     assert Settings.load().database == tmp_path / "team.sqlite"
     monkeypatch.setenv("MODELCTL_DATABASE", str(tmp_path / "plain.sqlite"))
     assert Settings.load().database == tmp_path / "plain.sqlite"
+    monkeypatch.setenv("MODELCTL_DATABASE", "postgresql://team@db.example/modelctl")
+    assert Settings.load().database == "postgresql://team@db.example/modelctl"

@@ -39,18 +39,21 @@ def _path(value: Any) -> Path:
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
 
-def _database(value: Any) -> Path:
-    """A file path, or a `sqlite:///path` URL; a URL of any other scheme is an error that says
-    so (`postgresql://…` was taken for a path, and made a folder named `postgresql:`)."""
+def _database(value: Any) -> Path | str:
+    """A SQLite file's path (or `sqlite:///path`), or a `postgresql://` URL, kept as it is; a
+    URL of any other scheme is an error that says so (`mysql://…` was taken for a path, and
+    made a folder named `mysql:`)."""
     found = _URL.match(str(value).strip()) if isinstance(value, str) else None
     if found is None:
         return _path(value)
     scheme, rest = found.group(1).lower(), found.group(2)
     if scheme in ("sqlite", "file") and rest.startswith("/"):
         return _path(rest)
+    if scheme in ("postgresql", "postgres"):
+        return str(value).strip()
     raise ValueError(
-        f"modelctl does not speak {scheme}:// databases: it keeps its registry in a SQLite "
-        "file; give a path (or sqlite:///path)"
+        f"modelctl does not speak {scheme}:// databases: give a SQLite file's path "
+        "(or sqlite:///path), or a postgresql:// URL"
     )
 
 
@@ -564,6 +567,8 @@ class Settings:
 def _relative_to(value: Any, folder: Path) -> Any:
     if isinstance(value, tuple):
         return tuple(_relative_to(v, folder) for v in value)
+    if isinstance(value, str):  # a database's URL
+        return value
     return value if value.is_absolute() else folder / value
 
 

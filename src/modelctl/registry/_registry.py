@@ -27,7 +27,7 @@ from modelctl.record.errors import (
     NotFound,
 )
 from modelctl.registry import query
-from modelctl.store.database import Store
+from modelctl.store.database import Store, open_store
 
 if TYPE_CHECKING:
     from modelctl.record.model import Model
@@ -90,7 +90,7 @@ class Registry(MutableMapping[str, "Model"]):
         *,
         schemes: Callable[[], naming.Schemes] | None = None,
     ) -> Registry:
-        return cls(Store(path), schemes=schemes)
+        return cls(open_store(path), schemes=schemes)
 
     @property
     def schemes(self) -> naming.Schemes:
@@ -324,19 +324,20 @@ class Registry(MutableMapping[str, "Model"]):
         parts.append(query.criteria(local, **given))
         parts = [p for p in parts if p]
         return query.compile_query(
-            parts[0] if len(parts) == 1 else {"$and": parts} if parts else {}
+            parts[0] if len(parts) == 1 else {"$and": parts} if parts else {},
+            self.store.dialect,
         )
 
-    @staticmethod
     def _order(
-        order_by: str | Iterable[str] | None, limit: int | None, offset: int = 0
+        self, order_by: str | Iterable[str] | None, limit: int | None, offset: int = 0
     ) -> dict[str, Any]:
         """The store's ordering and paging options, checked."""
         if limit is not None and limit < 0:
             raise query.InvalidQuery(f"limit must be 0 or more, not {limit}")
         if offset < 0:
             raise query.InvalidQuery(f"offset must be 0 or more, not {offset}")
-        return {"order": query.compile_order(order_by), "limit": limit, "offset": offset}
+        order = query.compile_order(order_by, self.store.dialect)
+        return {"order": order, "limit": limit, "offset": offset}
 
     @staticmethod
     def _models(texts: Iterable[str]) -> list[Model]:

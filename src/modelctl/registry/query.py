@@ -155,6 +155,10 @@ def _value(spec: FieldSpec, name: str, value: Any) -> Any:
 
 
 class _Compiler:
+    """The query as SQLite's SQL (the PostgreSQL dialect below overrides what differs)."""
+
+    TRUE, FALSE = "1", "0"
+
     def __init__(self) -> None:
         self.params: list[Any] = []
         self.negated = 0  # inside this many $not
@@ -183,7 +187,7 @@ class _Compiler:
                 raise InvalidQuery(f"unknown operator {key!r} at the top of a query")
             else:
                 parts.append(self.condition(key, condition))
-        return " AND ".join(parts) if parts else "1"
+        return " AND ".join(parts) if parts else self.TRUE
 
     def holds_text(self, text: str | None) -> str:
         """A cheap first check for an `$or` of `$contains` of the same text (a search): the
@@ -199,8 +203,11 @@ class _Compiler:
         pattern = "%" + re.sub(r"([%_])", r"\\\1", text) + "%"
         return f"data LIKE {self.bind(pattern)} ESCAPE '\\'"
 
+    def field(self, name: str) -> tuple[FieldSpec, str]:
+        return _field(name)
+
     def condition(self, name: str, condition: Any) -> str:
-        spec, expr = _field(name)
+        spec, expr = self.field(name)
         if not (isinstance(condition, dict) and any(str(k).startswith("$") for k in condition)):
             condition = {"$eq": condition}
         parts = []
@@ -240,7 +247,7 @@ class _Compiler:
         if op in ("$in", "$nin"):
             values = _as_list(name, op, operand)
             if not values:
-                return "0" if op == "$in" else "1"
+                return self.FALSE if op == "$in" else self.TRUE
             sql = self.members(name, spec, values)
             return sql if op == "$in" else f"NOT ({sql})"
         if op == "$exists":
@@ -257,7 +264,7 @@ class _Compiler:
         if op in ("$in", "$nin"):
             values = [_value(spec, name, v) for v in _as_list(name, op, operand)]
             if not values:
-                return "0" if op == "$in" else "1"
+                return self.FALSE if op == "$in" else self.TRUE
             marks = ", ".join(self.bind(v) for v in values)
             if op == "$in":
                 return f"{expr} IN ({marks})"
@@ -305,7 +312,7 @@ class _Compiler:
         }[op]
         values = [v for r, v in enumerate(spec.order) if keep(r)]
         if not values:
-            return "0"
+            return self.FALSE
         return f"{expr} IN ({', '.join(self.bind(v) for v in values)})"
 
 
@@ -343,20 +350,99 @@ def _truth(name: str, operand: Any) -> bool:
     return operand
 
 
-def compile_query(query: dict[str, Any] | None) -> tuple[str, list[Any]]:
+class _PostgresCompiler(_Compiler):
+    """The query as PostgreSQL's SQL: fields read from the record's JSONB (`doc`), typed as
+    SQLite's `->>` types them, so that both engines give the same answers."""
+
+    TRUE, FALSE = "TRUE", "FALSE"
+
+    def field(self, name: str) -> tuple[FieldSpec, str]:
+        spec, expr = _field(name)  # checks the name
+        if spec.column:
+            return spec, expr
+        path = _pg_path(name)
+        if spec.kind in ("int", "float"):
+            return spec, f"(doc #>> {path})::numeric"
+        if spec.kind == "bool":
+            return spec, f"(CASE doc #>> {path} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+        return spec, f"(doc #>> {path})"
+
+    def holds_text(self, text: str | None) -> str:
+        sql = super().holds_text(text)
+        return sql.replace("data LIKE", "data ILIKE")  # SQLite's LIKE ignores ASCII case
+
+    def holds(self, expr: str, text: str) -> str:
+        return f"strpos(lower({expr}), lower({self.bind(text)})) > 0"
+
+    def scalar_condition(self, name: str, spec: FieldSpec, expr: str, op: str, operand: Any) -> str:
+        if spec.kind == "time" and op in _COMPARE and operand is not None:
+            value = _value(spec, name, operand)
+            return f"({expr})::timestamptz {_COMPARE[op]} ({self.bind(value)})::timestamptz"
+        if spec.kind != "json" or op == "$exists":
+            return super().scalar_condition(name, spec, expr, op, operand)
+        path = _pg_path(name)
+        if op == "$contains":
+            if not isinstance(operand, str):
+                raise InvalidQuery(f"$contains on {name!r} takes text, not {operand!r}")
+            element = self.bind(operand)
+            holds = self.holds(f"(doc #>> {path})", operand)
+            return (
+                f"(CASE jsonb_typeof(doc #> {path}) WHEN 'array' THEN EXISTS (SELECT 1 FROM "
+                f"jsonb_array_elements(doc #> {path}) e WHERE e = to_jsonb({element}::text)) "
+                f"WHEN 'string' THEN {holds} ELSE FALSE END)"
+            )
+        if op in ("$in", "$nin"):
+            values = [_value(spec, name, v) for v in _as_list(name, op, operand)]
+            if not values:
+                return self.FALSE if op == "$in" else self.TRUE
+            found = " OR ".join(f"{self.typed(path, v)} = {self.bind(v)}" for v in values)
+            found = f"COALESCE(({found}), FALSE)"
+            return found if op == "$in" else f"NOT {found}"
+        value = _value(spec, name, operand)
+        if value is None:
+            if op in ("$eq", "$ne"):
+                return f"{expr} IS {'NOT ' if op == '$ne' else ''}NULL"
+            raise InvalidQuery(f"{op} on {name!r} needs a value, not null")
+        compared = f"{self.typed(path, value)} {_COMPARE[op if op != '$ne' else '$eq']} "
+        compared += self.bind(value)
+        return f"NOT COALESCE({compared}, FALSE)" if op == "$ne" else compared
+
+    @staticmethod
+    def typed(path: str, value: Any) -> str:
+        """The JSON value at `path` as SQLite's `->>` gives it, for comparing with `value`:
+        numbers (true and false as 1 and 0) with a number, text with text; NULL otherwise."""
+        if isinstance(value, int | float):
+            return (
+                f"(CASE jsonb_typeof(doc #> {path}) WHEN 'number' THEN (doc #>> {path})::numeric "
+                f"WHEN 'boolean' THEN (CASE doc #>> {path} WHEN 'true' THEN 1 ELSE 0 END) END)"
+            )
+        return f"(CASE jsonb_typeof(doc #> {path}) WHEN 'string' THEN doc #>> {path} END)"
+
+
+def _pg_path(name: str) -> str:
+    """A field's path in the record's JSONB: `custom.owner` → `'{custom,owner}'` (the keys are
+    letters, digits, `-` and `_`: checked by `_field`)."""
+    return "'{" + ",".join(name.split(".")) + "}'"
+
+
+DIALECTS = {"sqlite": _Compiler, "postgresql": _PostgresCompiler}
+
+
+def compile_query(query: dict[str, Any] | None, dialect: str = "sqlite") -> tuple[str, list[Any]]:
     """SQL for a WHERE clause over the `models` table, and its parameters."""
-    compiler = _Compiler()
+    compiler = DIALECTS[dialect]()
     sql = compiler.query(query or {})
     return sql, compiler.params
 
 
-def compile_order(order_by: str | Iterable[str] | None) -> str:
+def compile_order(order_by: str | Iterable[str] | None, dialect: str = "sqlite") -> str:
     """ORDER BY for field names, `-field` descending; always ends with id for a stable order."""
     names = [order_by] if isinstance(order_by, str) else list(order_by or [])
+    compiler = DIALECTS[dialect]()
     parts = []
     for name in names:
         descending = name.startswith("-")
-        spec, expr = _field(name.removeprefix("-"))
+        spec, expr = compiler.field(name.removeprefix("-"))
         if spec.kind == "list":
             raise InvalidQuery(f"cannot sort by the list field {name.removeprefix('-')!r}")
         if spec.order is not None:

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
+from modelctl.store.postgres import PostgresStore, is_url
 from modelctl.store.schema import FACETS, MIGRATIONS, Migration
 
-__all__ = ["Store"]
+__all__ = ["Store", "open_store"]
 
 
 def _now() -> str:
@@ -45,8 +46,18 @@ def _casefold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
+def open_store(location: str | os.PathLike[str]) -> Store | PostgresStore:
+    """The store at `location`: a `postgresql://` URL (PostgreSQL, for a team), else a SQLite
+    file's path."""
+    if is_url(location):
+        return PostgresStore(str(location))
+    return Store(location)
+
+
 class Store:
     """A registry database: `Store(path)` opens (creating and migrating) the SQLite file."""
+
+    dialect = "sqlite"
 
     def __init__(
         self,

@@ -190,7 +190,12 @@ class Ledger:
         self.flush()
         where, params = _where(model, since)
         where, params = f"{where} AND at < ?", (*params, until)
-        span = "CAST((at - ?) / ? AS INTEGER)"  # the span's number; at >= since: no negatives
+        # the span's number (at >= since: no negatives); PostgreSQL's CAST rounds, SQLite's cuts
+        span = (
+            "CAST(FLOOR((at - ?) / ?) AS INTEGER)"
+            if self.store.dialect == "postgresql"
+            else "CAST((at - ?) / ? AS INTEGER)"
+        )
         db = self.store.db
         groups = db.execute(
             f"""SELECT {span} AS span, COUNT(*), SUM(ok), AVG(ttft), SUM(tokens_in),
@@ -273,7 +278,7 @@ def _csv(rows: Iterator[tuple[Any, ...]], batch: int) -> Iterator[str]:
 
 
 def _where(model: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = ["1"], []
+    clauses, params = ["TRUE"], []
     if model is not None:
         clauses.append("model = ?")
         params.append(model)
@@ -306,13 +311,13 @@ def _point(at: float, row: tuple[Any, ...], latencies: list[float]) -> dict[str,
     return {
         "at": at,
         "requests": count,
-        "errors": count - (ok or 0),
+        "errors": count - int(ok or 0),
         "latency_p50_ms": _ms(percentile(latencies, 50)),
         "latency_p95_ms": _ms(percentile(latencies, 95)),
         "ttft_avg_ms": _ms(ttft),
         "tokens_per_second": speed,
-        "tokens_in": tokens_in or 0,
-        "tokens_out": tokens_out or 0,
+        "tokens_in": int(tokens_in or 0),  # PostgreSQL's SUM of integers is a decimal
+        "tokens_out": int(tokens_out or 0),
         "cost": round(cost or 0.0, 8),
     }
 
@@ -321,15 +326,15 @@ def _summary(row: tuple[Any, ...], latencies: list[float]) -> dict[str, Any]:
     count, ok, last, avg, ttft, tokens_in, tokens_out, speed, cost = row
     return {
         "requests": count or 0,
-        "errors": (count or 0) - (ok or 0),
-        "success_rate": (ok or 0) / count if count else None,
+        "errors": (count or 0) - int(ok or 0),
+        "success_rate": int(ok or 0) / count if count else None,
         "last_used": last,
         "latency_avg_ms": _ms(avg),
         "latency_p50_ms": _ms(percentile(latencies, 50)),
         "latency_p95_ms": _ms(percentile(latencies, 95)),
         "ttft_avg_ms": _ms(ttft),
-        "tokens_in": tokens_in or 0,
-        "tokens_out": tokens_out or 0,
+        "tokens_in": int(tokens_in or 0),  # PostgreSQL's SUM of integers is a decimal
+        "tokens_out": int(tokens_out or 0),
         "tokens_per_second": speed,
         "cost": round(cost or 0.0, 8),
     }

@@ -1,0 +1,512 @@
+"""The registry database on PostgreSQL (psycopg 3), for a team: the same tables, records and
+guarantees as the SQLite store, shared by many processes and machines.
+
+    MODELCTL_DATABASE=postgresql://user@host:5432/modelctl
+
+- `models.data` keeps each record's JSON text as written (what reads return, byte for byte);
+  `doc` is the same as JSONB, and the indexed columns (`backend`, `parameters`, …) are generated
+  from it, so they can never disagree with the record.
+- Every write is one transaction that first takes one advisory lock: writers take turns, as
+  SQLite's `BEGIN IMMEDIATE` makes them, so a read-modify-write (a tag added to a record) in a
+  transaction cannot lose another process's write. Readers never wait.
+- The schema's version is kept in `modelctl_schema`; migrations run on open, under the same
+  lock; a database from a newer modelctl is refused.
+- The SQL of the store's callers (the ledger, profiles) is written with `?` placeholders, as
+  SQLite takes them: `Connection` turns them into psycopg's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
+from modelctl.store.schema import FACETS, INDEXED_COLUMNS
+
+__all__ = ["SCHEMES", "Connection", "PostgresStore", "is_url"]
+
+SCHEMES = ("postgresql", "postgres")
+LOCK = 0x6D6F64656C63746C  # "modelctl": the writers' advisory lock
+_PG_TYPES = {"TEXT": "text", "INTEGER": "bigint"}
+
+
+def is_url(location: object) -> bool:
+    return isinstance(location, str) and location.split("://", 1)[0].lower() in SCHEMES
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+_PLACEHOLDER = re.compile(r"%|\?")
+
+
+def _sql(sql: str) -> str:
+    """SQLite's `?` placeholders as psycopg's `%s` (and a literal `%` kept as one)."""
+    return _PLACEHOLDER.sub(lambda m: "%%" if m.group() == "%" else "%s", sql)
+
+
+class Connection:
+    """A psycopg connection that takes SQL written for the SQLite store: `?` placeholders."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.raw.execute(_sql(sql), list(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any:
+        cursor = self.raw.cursor()
+        cursor.executemany(_sql(sql), [list(r) for r in rows])
+        return cursor
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _schema_v1(db: Connection) -> None:
+    """Every table of the SQLite store's schema versions 1 to 4, in one step."""
+    columns = ",\n".join(
+        f"  {name} {_PG_TYPES[kind]} GENERATED ALWAYS AS ({_generated(path, kind)}) STORED"
+        for name, path, kind in INDEXED_COLUMNS
+    )
+    db.execute(
+        f"""CREATE TABLE models (
+  id TEXT PRIMARY KEY NOT NULL,
+  data TEXT NOT NULL,
+  doc JSONB GENERATED ALWAYS AS (data::jsonb) STORED,
+{columns})"""
+    )
+    for name, _, _ in INDEXED_COLUMNS:
+        db.execute(f"CREATE INDEX models_{name} ON models({name})")
+    db.execute("CREATE INDEX models_doc ON models USING gin (doc jsonb_path_ops)")
+    db.execute(
+        """CREATE TABLE facets (
+  facet TEXT NOT NULL, value TEXT NOT NULL,
+  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  PRIMARY KEY (facet, value, model_id))"""
+    )
+    db.execute("CREATE INDEX facets_model ON facets(model_id)")
+    db.execute("CREATE UNIQUE INDEX facets_alias ON facets(value) WHERE facet = 'alias'")
+    db.execute(
+        "CREATE TABLE groups (name TEXT PRIMARY KEY NOT NULL, description TEXT, "
+        "created_at TEXT NOT NULL)"
+    )
+    db.execute(
+        """CREATE TABLE group_members (
+  group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE ON UPDATE CASCADE,
+  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE ON UPDATE CASCADE,
+  PRIMARY KEY (group_name, model_id))"""
+    )
+    db.execute("CREATE INDEX group_members_model ON group_members(model_id)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT)")
+    db.execute(
+        """CREATE TABLE usage (
+  id BIGSERIAL PRIMARY KEY,
+  at DOUBLE PRECISION NOT NULL,
+  model TEXT NOT NULL,
+  backend TEXT,
+  kind TEXT NOT NULL,
+  client TEXT,
+  latency DOUBLE PRECISION NOT NULL,
+  ttft DOUBLE PRECISION,
+  tokens_in BIGINT NOT NULL DEFAULT 0,
+  tokens_out BIGINT NOT NULL DEFAULT 0,
+  tokens_per_second DOUBLE PRECISION,
+  ok INTEGER NOT NULL,
+  error TEXT,
+  cost DOUBLE PRECISION NOT NULL DEFAULT 0)"""
+    )
+    db.execute("CREATE INDEX usage_model_at ON usage(model, at)")
+    db.execute("CREATE INDEX usage_at ON usage(at)")
+    db.execute(
+        "CREATE TABLE profiles (id BIGSERIAL PRIMARY KEY, model TEXT NOT NULL, "
+        "at DOUBLE PRECISION NOT NULL, data TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX profiles_model_at ON profiles(model, at)")
+    db.execute("CREATE TABLE changes (n BIGINT NOT NULL)")
+    db.execute("INSERT INTO changes (n) VALUES (0)")
+
+
+def _generated(path: str, kind: str) -> str:
+    """A column's value out of the record: `$.parameters` → `(data::jsonb ->> 'parameters')`;
+    true and false as 1 and 0, as SQLite stores them."""
+    value = f"(data::jsonb ->> '{path.removeprefix('$.')}')"
+    if path == "$.installed":
+        return f"(CASE {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+    return f"{value}::bigint" if kind == "INTEGER" else value
+
+
+MIGRATIONS = {1: _schema_v1}
+
+
+class PostgresStore:
+    """`PostgresStore(url)` connects (creating and migrating the tables) to a PostgreSQL
+    database; the same interface as the SQLite `Store`."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self, url: str, *, migrations: dict[int, Any] | None = None, timeout: float = 30.0
+    ) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise StoreError(
+                "a PostgreSQL database needs psycopg", hint="pip install 'modelctl[postgres]'"
+            ) from None
+        self.url = url
+        self.path = shown(url)  # what messages name
+        self.timeout = timeout
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        self._local = threading.local()
+        self._commits = 0
+        self._migrate()
+
+    # ------------------------------------------------------------------ connections
+
+    @property
+    def db(self) -> Connection:
+        """This thread's connection (autocommit: reads see every commit at once; writes go
+        through `transaction`)."""
+        db = getattr(self._local, "db", None)
+        if db is None or db.raw.closed:
+            db = Connection(self._connect())
+            self._local.db = db
+            self._local.depth = 0
+        return db
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout)),
+                application_name="modelctl",
+            )  # fmt: skip
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot reach the database {self.path}: {reason}",
+                hint="is PostgreSQL running there, and is MODELCTL_DATABASE right?",
+            ) from None
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction, writers in turn (an advisory lock); a nested call is a
+        savepoint inside it. An exception rolls back what its block wrote, and only that."""
+        import psycopg
+
+        db = self.db
+        depth = self._local.depth
+        if depth:
+            savepoint = f"sp{depth}"
+            db.execute(f"SAVEPOINT {savepoint}")
+            self._local.depth += 1
+            try:
+                yield db
+            except BaseException:
+                db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                db.execute(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            else:
+                db.execute(f"RELEASE SAVEPOINT {savepoint}")
+            finally:
+                self._local.depth = depth
+            return
+        try:
+            db.execute("BEGIN")
+            db.execute(f"SET LOCAL lock_timeout = '{int(self.timeout * 1000)}ms'")
+            db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK,))
+        except psycopg.Error as exc:
+            self._abandon(db)
+            raise StoreError(f"the database {self.path} is busy or unreachable: {exc}") from None
+        self._local.depth = 1
+        try:
+            yield db
+            if self._changes_table:
+                db.execute("UPDATE changes SET n = n + 1")
+        except BaseException as exc:
+            self._abandon(db)
+            if isinstance(exc, psycopg.errors.UniqueViolation):
+                raise Conflict(f"that would make a duplicate: {exc.diag.message_detail}") from None
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"could not write the database {self.path}: {exc}") from None
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except psycopg.Error as exc:
+                self._abandon(db)
+                raise StoreError(f"could not write the database {self.path}: {exc}") from None
+            self._commits += 1
+        finally:
+            self._local.depth = 0
+
+    _changes_table = True
+
+    def _abandon(self, db: Connection) -> None:
+        """Roll back; a connection that cannot is dropped (the next use makes a new one)."""
+        try:
+            db.execute("ROLLBACK")
+        except Exception:
+            db.close()
+            self._local.db = None
+
+    def _migrate(self) -> None:
+        target = max(self._migrations)
+        self._changes_table = False  # not there before the first step makes it
+        try:
+            with self.transaction() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS modelctl_schema (version INTEGER NOT NULL)")
+                row = db.execute("SELECT version FROM modelctl_schema").fetchone()
+                version = row[0] if row else 0
+                if version > target:
+                    raise SchemaTooNew(
+                        f"{self.path} has schema version {version}; this modelctl knows up to "
+                        f"{target}",
+                        hint="upgrade modelctl (pip install -U modelctl)",
+                    )
+                for step in range(version + 1, target + 1):
+                    self._migrations[step](db)
+                db.execute("DELETE FROM modelctl_schema")
+                db.execute("INSERT INTO modelctl_schema (version) VALUES (?)", (target,))
+        finally:
+            self._changes_table = True
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes when anything is written, by any process on any machine."""
+        return self.db.execute("SELECT n FROM changes").fetchone()[0], self._commits
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT version FROM modelctl_schema").fetchone()[0]
+
+    # ------------------------------------------------------------------ small state
+
+    def get_state(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_state(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    # ------------------------------------------------------------------ records
+
+    def get(self, model_id: str) -> dict[str, Any] | None:
+        text = self.get_raw(model_id)
+        return json.loads(text) if text is not None else None
+
+    def get_raw(self, model_id: str) -> str | None:
+        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
+
+    def resolve_alias(self, alias: str) -> str | None:
+        row = self.db.execute(
+            "SELECT model_id FROM facets WHERE facet = 'alias' AND value = ?", (alias,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def aliases(self) -> dict[str, str]:
+        rows = self.db.execute(
+            "SELECT value, model_id FROM facets WHERE facet = 'alias' ORDER BY value"
+        )
+        return dict(rows.fetchall())
+
+    def find_ids_nocase(self, name: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM models WHERE lower(id) = lower(?) UNION SELECT model_id FROM facets "
+            "WHERE facet = 'alias' AND lower(value) = lower(?)",
+            (name, name),
+        )
+        return [r[0] for r in rows]
+
+    def find_by_ref(self, backend: str | None, name: str) -> list[str]:
+        if backend is None:
+            sql = (
+                "SELECT id FROM models WHERE EXISTS (SELECT 1 FROM jsonb_each_text(doc -> 'refs') "
+                "r WHERE r.value = ?) ORDER BY id"
+            )
+            rows = self.db.execute(sql, (name,))
+        else:
+            rows = self.db.execute(
+                "SELECT id FROM models WHERE doc -> 'refs' ->> ? = ? ORDER BY id", (backend, name)
+            )
+        return [r[0] for r in rows]
+
+    def find_by_location(self, location: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM models WHERE doc ->> 'location' = ?", (location,))
+        return [r[0] for r in rows]
+
+    def put(self, record: dict[str, Any]) -> None:
+        self.put_many([record])
+
+    def put_many(self, records: Iterable[dict[str, Any]]) -> int:
+        import psycopg
+
+        count = 0
+        with self.transaction() as db:
+            for record in records:
+                model_id = record["id"]
+                db.execute(
+                    "INSERT INTO models (id, data) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    (model_id, json.dumps(record, separators=(",", ":"), ensure_ascii=False)),
+                )
+                db.execute("DELETE FROM facets WHERE model_id = ?", (model_id,))
+                rows = [
+                    (facet, value, model_id)
+                    for facet, field in FACETS.items()
+                    for value in record.get(field) or ()
+                ]
+                if rows:
+                    try:
+                        with self.transaction():  # a savepoint: the conflict is named below
+                            db.executemany(
+                                "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)",
+                                rows,
+                            )
+                    except (psycopg.errors.UniqueViolation, Conflict):
+                        taken = [v for f, v, _ in rows if f == "alias" and self.resolve_alias(v)]
+                        owner = self.resolve_alias(taken[0]) if taken else None
+                        raise Conflict(
+                            f"alias {taken[0] if taken else '?'!r} already names model {owner!r}",
+                            hint="remove it there first: modelctl alias --rm NAME",
+                        ) from None
+                count += 1
+        return count
+
+    def delete(self, model_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount > 0
+
+    def clear(self) -> None:
+        with self.transaction() as db:
+            for table in ("group_members", "groups", "facets", "models"):
+                db.execute(f"DELETE FROM {table}")
+
+    def count(self, where: str = "TRUE", params: Iterable[Any] = ()) -> int:
+        return self.db.execute(f"SELECT count(*) FROM models WHERE {where}", params).fetchone()[0]
+
+    def ids(
+        self,
+        where: str = "TRUE",
+        params: Iterable[Any] = (),
+        *,
+        order: str = "id",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        return [r[0] for r in self._select("id", where, params, order, limit, offset)]
+
+    def _select(
+        self, what: str, where: str, params: Iterable[Any], order: str, limit: int | None,
+        offset: int = 0,
+    ) -> Any:  # fmt: skip
+        sql = f"SELECT {what} FROM models WHERE {where} ORDER BY {order}"
+        args = list(params)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        if offset:
+            sql += " OFFSET ?"
+            args.append(offset)
+        return self.db.execute(sql, args)
+
+    def select_raw(
+        self,
+        where: str = "TRUE",
+        params: Iterable[Any] = (),
+        *,
+        order: str = "id",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        return [r[0] for r in self._select("data", where, params, order, limit, offset)]
+
+    def select(
+        self, where: str = "TRUE", params: Iterable[Any] = (), **options: Any
+    ) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.select_raw(where, params, **options)]
+
+    # ------------------------------------------------------------------ groups
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, description, created in self.db.execute(
+            "SELECT name, description, created_at FROM groups ORDER BY name"
+        ):
+            out[name] = {"description": description, "created_at": created, "models": []}
+        for name, model_id in self.db.execute(
+            "SELECT group_name, model_id FROM group_members ORDER BY group_name, model_id"
+        ):
+            out[name]["models"].append(model_id)
+        return out
+
+    def groups_of(self, model_id: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT group_name FROM group_members WHERE model_id = ? ORDER BY group_name",
+            (model_id,),
+        )
+        return [r[0] for r in rows]
+
+    def put_group(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        created_at: str | None = None,
+        members: Iterable[str] = (),
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO groups (name, description, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET description = "
+                "coalesce(excluded.description, groups.description)",
+                (name, description, created_at or _now()),
+            )
+            db.executemany(
+                "INSERT INTO group_members (group_name, model_id) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(name, m) for m in members],
+            )
+
+    def remove_from_group(self, name: str, members: Iterable[str]) -> int:
+        with self.transaction() as db:
+            return sum(
+                db.execute(
+                    "DELETE FROM group_members WHERE group_name = ? AND model_id = ?", (name, m)
+                ).rowcount
+                for m in members
+            )
+
+    def delete_group(self, name: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM groups WHERE name = ?", (name,)).rowcount > 0
