@@ -11,12 +11,16 @@ PORT      ?= 8765
 
 setup: $(STAMP)
 
-# Debian packages the tests drive: Chromium (the dashboard's end-to-end tests), installed where
-# missing (as root, or through sudo).
+# Debian packages the tests drive, installed where missing (as root, or through sudo): Chromium
+# (the dashboard's end-to-end tests) and PostgreSQL (the store's tests on its second engine;
+# Debian keeps initdb and pg_ctl in /usr/lib/postgresql/VERSION/bin).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
 
 # llama-cpp-python builds llama.cpp from source: several minutes the first time, then pip's cache.
 $(STAMP): pyproject.toml

@@ -323,6 +323,24 @@ def test_registry_changes_are_model_changed_events(manager: ModelManager, api: T
     assert changes() == []  # no key: nothing found, nothing changed
 
 
+def test_changes_through_the_ollama_api_are_model_changed_events(
+    tiny_manager: ModelManager,
+) -> None:
+    """`ollama cp`, `ollama create` and `ollama rm` change the registry too: an open dashboard
+    hears of them as of the management API's changes."""
+    seen: list[Event] = []
+    tiny_manager.events.on("model-changed", seen.append)
+    app = create_app(tiny_manager, restore=False, reaper_interval=None, hosts=("testserver",))
+    with TestClient(app, base_url="http://testserver") as ollama:
+        assert ollama.post("/api/copy", json={"source": "tiny", "destination": "mine"}).is_success
+        made = {"model": "terse", "from": "tiny", "system": "Be brief.", "stream": False}
+        assert ollama.post("/api/create", json=made).is_success
+        assert ollama.request("DELETE", "/api/delete", json={"model": "mine"}).is_success
+    assert [(e.data["model"], e.data["change"]) for e in seen] == [
+        ("mine", "added"), ("terse", "added"), ("mine", "deleted"),
+    ]  # fmt: skip
+
+
 def test_model_changed_reaches_the_event_stream(manager: ModelManager) -> None:
     with running(manager, restore=False, reaper_interval=None) as url:
         api = httpx.Client(base_url=f"{url}/api/v1")

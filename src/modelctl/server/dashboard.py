@@ -90,8 +90,11 @@ async def root(request: Request) -> Response:
     """The dashboard for a browser; for a program (Ollama's clients check that the server
     answers here), one line of text."""
     if "text/html" in request.headers.get("accept", ""):
-        return _answer(request, assets()["index.html"])
-    return PlainTextResponse("" if request.method == "HEAD" else "modelctl is running\n")
+        answer = _answer(request, assets()["index.html"])
+    else:
+        answer = PlainTextResponse("" if request.method == "HEAD" else "modelctl is running\n")
+    answer.headers["vary"] = "Accept, Accept-Encoding"  # one address, two answers
+    return answer
 
 
 async def asset(request: Request) -> Response:
@@ -104,6 +107,8 @@ async def asset(request: Request) -> Response:
 
 
 def install(app: object) -> None:
-    """Add the routes, outside the API key's dependency (Starlette routes, not FastAPI's)."""
+    """Add the routes, outside the API key's dependency (Starlette routes, not FastAPI's);
+    the files are read and compressed now, not on the event loop at the first request."""
+    assets()
     app.add_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)  # type: ignore[attr-defined]
     app.add_route("/ui/{path:path}", asset, methods=["GET", "HEAD"], include_in_schema=False)  # type: ignore[attr-defined]

@@ -66,9 +66,8 @@ Change = Literal["added", "updated", "deleted", "forgotten", "imported", "synced
 
 
 def _changed(ctl: ServerState, model: str | None, change: Change) -> None:
-    """Tell the event stream's readers (a dashboard) that the registry changed, once it has:
-    `model-changed` with the model's id (None for many) and what happened."""
-    ctl.manager.events.emit("model-changed", model=model, change=change)
+    """`ServerState.changed`, with the kinds of change this API makes."""
+    ctl.changed(model, change)
 
 
 # ---------------------------------------------------------------------- the registry

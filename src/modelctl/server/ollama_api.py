@@ -563,6 +563,7 @@ def delete(payload: ModelRequest, request: Request) -> Response:
     model_id = ctl.resolve(payload.ref())
     ctl.manager.unload(model_id)
     ctl.manager.delete_model(model_id)
+    ctl.changed(model_id, "deleted")
     return Response(status_code=200)
 
 
@@ -578,7 +579,8 @@ def copy(payload: CopyRequest, request: Request) -> Response:
     """A copy of a model under a new name, as `ollama cp` makes: a derived model (the same
     weights, a record of its own; deleting either leaves the other's weights alone)."""
     ctl = state(request)
-    ctl.manager.derive(ctl.resolve(payload.source), payload.destination)
+    made = ctl.manager.derive(ctl.resolve(payload.source), payload.destination)
+    ctl.changed(made.id, "added")
     return Response(status_code=200)
 
 
@@ -693,11 +695,13 @@ def create(payload: CreateRequest, request: Request) -> Response:
             )
         fields.pop("context")
         ctl.manager.create_from_weights(name, weights, **fields)
+        ctl.changed(name, "added")
         weights.unlink(missing_ok=True)  # its bytes are the model's file now
         using = f"using the uploaded {weights.name.replace('-', ':', 1)}"
     else:
         assert source is not None
         ctl.manager.derive(ctl.resolve(source), name, **fields)
+        ctl.changed(name, "added")
         using = f"using {source}'s weights"
     if not payload.stream:
         return JSONResponse({"status": "success"})

@@ -36,6 +36,11 @@ class ServerState:
     started: float = field(default_factory=time.time)
     restored: dict[str, str] = field(default_factory=dict)  # models that failed to come back
 
+    def changed(self, model: str | None, change: str) -> None:
+        """Tell the event stream's readers (a dashboard) that the registry changed, once it
+        has: `model-changed` with the model's id (None for many) and what happened."""
+        self.manager.events.emit("model-changed", model=model, change=change)
+
     def resolve(self, ref: str) -> str:
         """A model id from a client's name: aliases, references, and Ollama's `:latest`; on a
         single-model server, whatever the name, its one model (as llama-server does)."""

@@ -7,6 +7,9 @@ import { html, render, useState, useEffect, useRef, useCallback, useMemo } from 
 // ------------------------------------------------------------------ the API
 
 const KEY = "modelctl.key";
+// kept for this tab only (sessionStorage): no other page of this origin in another tab (the API's
+// /docs, which loads scripts from a CDN) can read it
+const keys = sessionStorage;
 const keyPrompt = { open: false, reason: null, waiters: [], listeners: new Set() };
 
 function askKey(reason) {
@@ -17,7 +20,7 @@ function askKey(reason) {
 }
 
 function keyGiven(key) {
-  if (key) localStorage.setItem(KEY, key);
+  if (key) keys.setItem(KEY, key);
   keyPrompt.open = false;
   keyPrompt.listeners.forEach((f) => f());
   keyPrompt.waiters.splice(0).forEach((resolve) => resolve());
@@ -50,7 +53,7 @@ async function problem(res) {
 async function api(path, { method = "GET", body, raw = false, signal } = {}) {
   for (;;) {
     const headers = {};
-    const key = localStorage.getItem(KEY);
+    const key = keys.getItem(KEY);
     if (key) headers.Authorization = `Bearer ${key}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const res = await fetch(path, {
@@ -67,25 +70,35 @@ async function api(path, { method = "GET", body, raw = false, signal } = {}) {
 }
 
 // Server-sent events read with fetch (EventSource cannot send the key): `onEvent(name, data)`.
-async function readEvents(res, onEvent) {
+async function readEvents(res, onEvent, { idle = null } = {}) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r\n/g, "\n");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let name = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  let watchdog = null;
+  const quiet = () => new Promise((_, fail) => {
+    watchdog = setTimeout(() => fail(new Error(`nothing from the server for ${idle / 1000} s`)), idle);
+  });
+  try {
+    for (;;) {
+      const { value, done } = await (idle ? Promise.race([reader.read(), quiet()]) : reader.read());
+      clearTimeout(watchdog);
+      if (done) return;
+      buffer += value.replace(/\r\n/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) onEvent(name, data.join("\n"));
       }
-      if (data.length) onEvent(name, data.join("\n"));
     }
+  } finally {
+    clearTimeout(watchdog);
+    reader.cancel().catch(() => {}); // a handler that threw, a watchdog: the connection closes
   }
 }
 
@@ -102,6 +115,9 @@ async function followEvents() {
     try {
       const res = await api("/api/v1/events?recent=false", { raw: true });
       setLive(true);
+      // what changed while it was away: every page that follows events reads its facts again
+      bus.handlers.forEach((f) => f("model-resync", { model: null }));
+      // the server says something every 15 s (a keep-alive): 45 s of nothing is a dead line
       await readEvents(res, (name, data) => {
         let event = {};
         try {
@@ -110,7 +126,7 @@ async function followEvents() {
           return;
         }
         bus.handlers.forEach((f) => f(name, event));
-      });
+      }, { idle: 45000 });
     } catch {
       /* the server went away: say so, and try again */
     }
@@ -147,7 +163,7 @@ function useData(path, { deps = [], every = null } = {}) {
     if (!path) return;
     const mine = ++serial.current;
     api(path).then(
-      (data) => mine === serial.current && setState({ data, error: null, loading: false }),
+      (data) => mine === serial.current && setState({ data, error: null, loading: false, at: Date.now() }),
       (error) => mine === serial.current && setState((s) => ({ ...s, error, loading: false })),
     );
   }, [path, ...deps]);
@@ -244,7 +260,12 @@ function parseRoute() {
   const [path, query = ""] = hash.split("?");
   const slash = path.indexOf("/");
   const page = (slash < 0 ? path : path.slice(0, slash)) || "overview";
-  const rest = slash < 0 ? "" : decodeURIComponent(path.slice(slash + 1));
+  let rest = slash < 0 ? "" : path.slice(slash + 1);
+  try {
+    rest = decodeURIComponent(rest);
+  } catch {
+    return { page: "not-found", rest, params: new URLSearchParams() }; // `#/models/100%`
+  }
   return { page, rest, params: new URLSearchParams(query) };
 }
 
@@ -334,6 +355,12 @@ function Chart({ title, series, data, unit = "", range = null }) {
   </figure>`;
 }
 
+const EMPTY = [];
+// the charts' data, made again only when the points change (a new array is a new chart)
+function useSeries(points, ...fields) {
+  return useMemo(() => seriesData(points, ...fields), [points]);
+}
+
 function seriesData(points, ...fields) {
   const xs = points.map((p) => p.at);
   return [xs, ...fields.map((f) => points.map((p) => (typeof f === "function" ? f(p) : p[f])))];
@@ -362,13 +389,15 @@ function MemoryBar({ loaded }) {
 
 function Overview() {
   const system = useData("/api/v1/system");
-  const loaded = useData("/api/v1/loaded");
+  const loaded = useData("/api/v1/loaded", { every: 5000 }); // measured sizes change quietly
   const backends = useData("/api/v1/backends");
   const hour = useData("/api/v1/usage/series", { every: 10000 }); // the last hour
   useEvents(() => loaded.refresh());
   const s = system.data;
-  const points = hour.data?.points ?? [];
+  const points = hour.data?.points ?? EMPTY;
   const step = hour.data?.step ?? 60;
+  const rate = useSeries(points, (p) => p.requests / step);
+  const latency = useSeries(points, "latency_p50_ms", "latency_p95_ms");
   return html`<h1>Overview</h1>
     <div class="grid">
       <section class="panel" aria-labelledby="machine">
@@ -392,10 +421,10 @@ function Overview() {
     </div>
     <div class="grid" style="margin-top:1rem">
       <${Chart} title="Requests per second, last hour" range=${hour.data && [hour.data.since, hour.data.until]} series=${[{ label: "req/s", color: "--c1" }]}
-        data=${seriesData(points, (p) => p.requests / step)} />
+        data=${rate} />
       <${Chart} title="Latency, last hour" unit=" ms" range=${hour.data && [hour.data.since, hour.data.until]}
         series=${[{ label: "p50", color: "--c1" }, { label: "p95", color: "--c2" }]}
-        data=${seriesData(points, "latency_p50_ms", "latency_p95_ms")} />
+        data=${latency} />
     </div>
     <section class="panel" style="margin-top:1rem" aria-labelledby="backends">
       <h2 id="backends">Backends</h2>
@@ -405,7 +434,7 @@ function Overview() {
         <tbody>${(backends.data ?? []).map((b) => html`<tr key=${b.name}>
           <td>${b.name}</td><td>${b.kind?.local ? "local" : "remote"}</td>
           <td><span class="badge ${b.available ? "ok" : "warn"}">${b.available ? "reachable" : "not reachable"}</span></td>
-          <td class="num">${b.model_count ?? "—"}</td><td>${b.version ?? "—"}</td><td class="muted">${b.available ? "" : b.hint ?? b.error ?? ""}</td>
+          <td class="num">${b.models ?? "—"}</td><td>${b.version ?? "—"}</td><td class="muted">${b.available ? "" : b.hint ?? b.error ?? ""}</td>
         </tr>`)}</tbody>
       </table></div>
     </section>`;
@@ -450,12 +479,13 @@ function Models({ params }) {
   const query = new URLSearchParams({ limit: PAGE, offset: page * PAGE, order_by: f.sort || "id" });
   for (const key of ["q", "backend", "task", "size", "installed", "fits", "tag", "group"]) if (f[key]) query.set(key, f[key]);
   const list = useData(`/api/v1/models?${query}`);
-  useEvents((name) => name === "model-changed" && list.refresh());
+  useEvents((name) => (name === "model-changed" || name === "model-resync") && list.refresh());
   const total = list.data?.total ?? 0;
   const sortBy = (field) => setF((old) => ({ ...old, sort: (old.sort || "id") === field ? `-${field}` : field, page: "" }));
+  // a plain function, not a component: the header's buttons stay the same elements, and keep focus
   const Sort = ({ field, label, cls = "" }) => {
     const state = f.sort === field || (!f.sort && field === "id") ? "ascending" : f.sort === `-${field}` ? "descending" : "none";
-    return html`<th class=${cls} aria-sort=${state}><button class="sort" onClick=${() => sortBy(field)}>
+    return html`<th class=${cls} aria-sort=${state} key=${field}><button class="sort" onClick=${() => sortBy(field)}>
       ${label}${state === "ascending" ? " ▲" : state === "descending" ? " ▼" : ""}</button></th>`;
   };
   return html`<h1>Models</h1>
@@ -479,12 +509,12 @@ function Models({ params }) {
       <p class="muted" role="status" aria-live="polite" id="model-count">${list.data ? `${total.toLocaleString()} model${total === 1 ? "" : "s"}` : "Loading…"}</p>
       <div class="table-wrap"><table aria-describedby="model-count">
         <thead><tr>
-          <${Sort} field="id" label="Model" />
-          <${Sort} field="backend" label="Backend" />
+          ${Sort({ field: "id", label: "Model" })}
+          ${Sort({ field: "backend", label: "Backend" })}
           <th class="hide-narrow">Tasks</th>
-          <${Sort} field="parameters" label="Parameters" cls="num" />
-          <${Sort} field="context_length" label="Context" cls="num hide-narrow" />
-          <${Sort} field="file_size" label="On disk" cls="num hide-narrow" />
+          ${Sort({ field: "parameters", label: "Parameters", cls: "num" })}
+          ${Sort({ field: "context_length", label: "Context", cls: "num hide-narrow" })}
+          ${Sort({ field: "file_size", label: "On disk", cls: "num hide-narrow" })}
           <th>Installed</th><th class="hide-narrow">Tags</th>
         </tr></thead>
         <tbody>${(list.data?.models ?? []).map((m) => html`<tr key=${m.id}>
@@ -618,9 +648,10 @@ function PullBox({ onDone }) {
 function DeleteButton({ model, onDone }) {
   const dialog = useRef(null);
   const [plan, setPlan] = useState(null);
-  const [forget, setForget] = useState(!model.installed);
+  const [forget, setForget] = useState(false);
   const ask = async () => {
     try {
+      setForget(false);
       setPlan(await api(`/api/v1/models/${enc(model.id)}?dry_run=true`, { method: "DELETE" }));
       dialog.current.showModal();
     } catch (e) {
@@ -629,11 +660,12 @@ function DeleteButton({ model, onDone }) {
   };
   const go = async (e) => {
     e.preventDefault();
+    const forgetting = plan?.plan ? forget : true; // no files here: the record is what goes
     try {
-      await api(`/api/v1/models/${enc(model.id)}?forget=${forget}`, { method: "DELETE" });
+      await api(`/api/v1/models/${enc(model.id)}?forget=${forgetting}`, { method: "DELETE" });
       dialog.current.close();
-      notify(forget ? `${model.id} deleted and forgotten` : `${model.id}'s files deleted`);
-      onDone(forget);
+      notify(forgetting ? `${model.id} deleted and forgotten` : `${model.id}'s files deleted`);
+      onDone(forgetting);
     } catch (err) {
       failed(err);
     }
@@ -647,7 +679,7 @@ function DeleteButton({ model, onDone }) {
           <ul class="mono" aria-label="paths to delete">${p.paths.map((path) => html`<li>${path}</li>`)}</ul>
           ${p.note && html`<p class="muted">${p.note}</p>`}`
           : html`<p>No files of this model are on this machine: only its record can go.</p>`}
-        <label class="check"><input type="checkbox" checked=${forget} disabled=${!p} onChange=${(e) => setForget(e.target.checked)} /> also forget its record</label>
+        ${p && html`<label class="check"><input type="checkbox" checked=${forget} onChange=${(e) => setForget(e.target.checked)} /> also forget its record</label>`}
         <div class="row" style="margin-top:1rem">
           <button type="button" onClick=${() => dialog.current.close()}>Keep it</button>
           <button type="submit" class="danger primary">Delete</button>
@@ -776,12 +808,13 @@ function Countdown({ seconds, at }) {
 }
 
 function Running() {
-  const loaded = useData("/api/v1/loaded");
+  // requests in flight, queues, speed and measured memory change without an event: read again
+  // every 3 s as well as on each event
+  const loaded = useData("/api/v1/loaded", { every: 3000 });
   const installed = useData("/api/v1/models?installed=true&limit=500&order_by=id");
-  const [fetchedAt, setAt] = useState(Date.now());
+  const fetchedAt = loaded.at;
   const [model, setModel] = useState("");
   const [log, setLog] = useState(null);
-  useEffect(() => setAt(Date.now()), [loaded.data]);
   useEvents(() => loaded.refresh());
   const act = (p) => p.then(() => loaded.refresh(), failed);
   const showLog = (id) => api(`/api/v1/logs/${enc(id)}?lines=200`).then((l) => setLog(l), (e) => setLog({ model: id, error: e.message }));
@@ -841,7 +874,12 @@ function Usage({ params }) {
   const stats = useData(`/api/v1/stats?since=${since}${which}`, { deps: [tick] });
   const rows = useData(`/api/v1/usage?limit=50${which}`, { deps: [tick] });
   const models = Object.keys(stats.data?.models ?? {});
-  const p = series.data?.points ?? [];
+  const p = series.data?.points ?? EMPTY;
+  const requests = useSeries(p, "requests", "errors");
+  const latency = useSeries(p, "latency_p50_ms", "latency_p95_ms", "ttft_avg_ms");
+  const speed = useSeries(p, "tokens_per_second");
+  const tokens = useSeries(p, "tokens_in", "tokens_out");
+  const cost = useSeries(p, "cost");
   const span = series.data && [series.data.since, series.data.until];
   const o = stats.data?.overall;
   const exportCsv = async () => {
@@ -872,12 +910,12 @@ function Usage({ params }) {
       <dt>Tokens</dt><dd>${o.tokens_in.toLocaleString()} in · ${o.tokens_out.toLocaleString()} out · ${num(o.tokens_per_second)} tokens/s</dd>
       <dt>Cost</dt><dd>${o.cost.toFixed(4)}</dd></dl></section>`}
     <div class="grid" style="margin-top:1rem">
-      <${Chart} range=${span} title="Requests" series=${[{ label: "requests", color: "--c1" }, { label: "errors", color: "--c5" }]} data=${seriesData(p, "requests", "errors")} />
+      <${Chart} range=${span} title="Requests" series=${[{ label: "requests", color: "--c1" }, { label: "errors", color: "--c5" }]} data=${requests} />
       <${Chart} range=${span} title="Latency" unit=" ms" series=${[{ label: "p50", color: "--c1" }, { label: "p95", color: "--c2" }, { label: "first token", color: "--c3" }]}
-        data=${seriesData(p, "latency_p50_ms", "latency_p95_ms", "ttft_avg_ms")} />
-      <${Chart} range=${span} title="Tokens per second" series=${[{ label: "tokens/s", color: "--c4" }]} data=${seriesData(p, "tokens_per_second")} />
-      <${Chart} range=${span} title="Tokens" series=${[{ label: "in", color: "--c6" }, { label: "out", color: "--c2" }]} data=${seriesData(p, "tokens_in", "tokens_out")} />
-      <${Chart} range=${span} title="Cost" series=${[{ label: "cost", color: "--c3" }]} data=${seriesData(p, "cost")} />
+        data=${latency} />
+      <${Chart} range=${span} title="Tokens per second" series=${[{ label: "tokens/s", color: "--c4" }]} data=${speed} />
+      <${Chart} range=${span} title="Tokens" series=${[{ label: "in", color: "--c6" }, { label: "out", color: "--c2" }]} data=${tokens} />
+      <${Chart} range=${span} title="Cost" series=${[{ label: "cost", color: "--c3" }]} data=${cost} />
     </div>
     <section class="panel" style="margin-top:1rem" aria-labelledby="per-model"><h2 id="per-model">Per model</h2>
       <div class="table-wrap"><table><thead><tr><th>Model</th><th class="num">Requests</th><th class="num">Errors</th><th class="num">p50</th><th class="num">p95</th>
@@ -944,8 +982,8 @@ function Playground({ params }) {
   const [models, setModels] = useState([params.get("model") ?? "", ""]);
   const [compare, setCompare] = useState(false);
   const [system, setSystem] = useState("");
-  const [temperature, setTemperature] = useState("0.7");
-  const [maxTokens, setMaxTokens] = useState("256");
+  const [temperature, setTemperature] = useState(""); // empty: the model's own default
+  const [maxTokens, setMaxTokens] = useState("");
   const [prompt, setPrompt] = useState("");
   const [transcripts, setTranscripts] = useState([[], []]);
   const [busy, setBusy] = useState(false);
@@ -987,8 +1025,8 @@ function Playground({ params }) {
         <label class="field">Model <input list="chat-models" value=${models[0]} onInput=${choose(0)} placeholder="id or alias" /></label>
         <label class="check"><input type="checkbox" checked=${compare} onChange=${(e) => setCompare(e.target.checked)} /> compare with a second model</label>
         ${compare && html`<label class="field">Second model <input list="chat-models" value=${models[1]} onInput=${choose(1)} placeholder="id or alias" /></label>`}
-        <label class="field">Temperature <input type="number" min="0" max="2" step="0.1" value=${temperature} onInput=${(e) => setTemperature(e.target.value)} size="4" /></label>
-        <label class="field">Max tokens <input type="number" min="1" value=${maxTokens} onInput=${(e) => setMaxTokens(e.target.value)} size="5" /></label>
+        <label class="field">Temperature <input type="number" min="0" max="2" step="0.1" value=${temperature} placeholder="default" onInput=${(e) => setTemperature(e.target.value)} size="6" /></label>
+        <label class="field">Max tokens <input type="number" min="1" value=${maxTokens} placeholder="default" onInput=${(e) => setMaxTokens(e.target.value)} size="6" /></label>
         <button onClick=${() => setTranscripts([[], []])}>Clear</button>
       </div>
       <datalist id="chat-models">${(chat.data?.models ?? []).map((m) => html`<option value=${m.id} />`)}</datalist>
