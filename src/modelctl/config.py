@@ -554,6 +554,8 @@ class Settings:
             return str(value)
         if isinstance(value, tuple):
             return [str(v) for v in value]
+        if isinstance(value, str) and _URL.match(value):  # a database's URL: no password
+            return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:********@", value)
         return value
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -303,9 +303,14 @@ class ModelManager:
 
     def doctor(self) -> list[Finding]:
         """Every check of this machine, the registry, the backends, keys and the server."""
-        from modelctl.ops.doctor import diagnose
+        from modelctl.ops.doctor import Finding, diagnose
+        from modelctl.record.errors import StoreError
 
-        return diagnose(settings=self.settings, registry=self.registry,
+        try:
+            registry = self.registry
+        except StoreError as exc:  # the rest needs it: this is the step to take first
+            return [Finding("database", "fail", exc.message, exc.hint)]
+        return diagnose(settings=self.settings, registry=registry,
                         system=self.system_info(), statuses=self.check_backend_status,
                         recommend=self.recommend_model)  # fmt: skip
 

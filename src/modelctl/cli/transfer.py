@@ -1,4 +1,4 @@
-"""Commands that move the registry in and out: export, import."""
+"""Commands that move the registry in and out: export, import, migrate."""
 
 from typing import Annotated
 
@@ -11,6 +11,42 @@ from modelctl.cli._common import JsonOpt, WhereOpt
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
     app.command("import")(import_)
+    app.command("migrate")(migrate)
+
+
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[
+        str, typer.Option("--to", help="The database to copy into: postgresql://… or a path.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy this registry, its usage ledger and profiles into another database (SQLite to
+    PostgreSQL, or back): all of it, or nothing. Then point MODELCTL_DATABASE at it."""
+    from modelctl.config import SETTINGS
+    from modelctl.record.errors import ConfigError
+    from modelctl.store.copy import copy_store
+    from modelctl.store.database import open_store
+
+    try:
+        target_location = SETTINGS["database"].parse(to)
+    except ValueError as exc:
+        raise ConfigError(f"--to: {exc}") from None
+    source = _common.state(ctx).registry.store
+    target = open_store(target_location)
+    try:
+        counts = copy_store(source, target)
+    finally:
+        target.close()
+    if as_json:
+        _common.emit_json({"from": source.path, "to": target.path, **counts})
+        return
+    _common.say(
+        f"copied {counts['models']:,} models, {counts['groups']:,} groups, "
+        f"{counts['usage']:,} usage rows, {counts['profiles']:,} profiles and "
+        f"{counts['state']:,} saved states from {source.path} to {target.path}"
+    )
+    _common.say(f"use it: MODELCTL_DATABASE={to}  (or: modelctl config set database {to})")
 
 
 def export(

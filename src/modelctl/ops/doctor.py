@@ -49,6 +49,7 @@ def diagnose(
     found: list[Finding] = []
     found += _python()
     found += _registry(registry, settings)
+    found += _database(registry)
     found += _machine(system)
     found += _runtimes()
     found += _backends(statuses())
@@ -68,11 +69,23 @@ def _registry(registry: Registry, settings: Settings) -> list[Finding]:
         count = len(registry)
     except ModelctlError as exc:
         return [Finding("registry", "fail", exc.message, exc.hint)]
-    where = settings.database
+    where = registry.store.path  # (a database's URL without its password)
     if not count:
         return [Finding("registry", "warn", f"the registry at {where} is empty",
                         "run `modelctl sync` to find the models you have")]  # fmt: skip
     return [Finding("registry", "ok", f"{count} model{'' if count == 1 else 's'} in {where}")]
+
+
+def _database(registry: Registry) -> list[Finding]:
+    """The store's engine, reachable or not, and its schema."""
+    try:
+        facts = registry.store.describe()
+    except ModelctlError as exc:
+        return [Finding("database", "fail", exc.message, exc.hint)]
+    said = f"{facts['engine']} at {facts['where']}, schema version {facts['schema']}"
+    if facts["schema"] < facts["latest"]:  # (opening it migrates: only a store opened before)
+        return [Finding("database", "warn", said, "restart modelctl to bring it up to date")]
+    return [Finding("database", "ok", said)]
 
 
 def _machine(system: Any) -> list[Finding]:

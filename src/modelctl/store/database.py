@@ -182,6 +182,11 @@ class Store:
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
+    def describe(self) -> dict[str, Any]:
+        """For the doctor: the engine and its version, where, and the schema's version."""
+        return {"engine": f"SQLite {sqlite3.sqlite_version}", "where": str(self.path),
+                "schema": self.schema_version, "latest": max(self._migrations)}  # fmt: skip
+
     # ------------------------------------------------------------------ small state
 
     def get_state(self, key: str) -> Any:

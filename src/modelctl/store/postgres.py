@@ -63,18 +63,48 @@ def _sql(sql: str) -> str:
 
 
 class Connection:
-    """A psycopg connection that takes SQL written for the SQLite store: `?` placeholders."""
+    """A psycopg connection that takes SQL written for the SQLite store (`?` placeholders),
+    and outlives a server that restarts: a statement outside a transaction that finds the
+    connection lost runs again on a new one; inside one, or when the server is still away, it
+    is a StoreError (a 503 from the API) that says so."""
 
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.raw = store._connect()
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self.raw.execute(_sql(sql), list(params))
+        return self._run(lambda: self.raw.execute(_sql(sql), list(params)))
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any:
-        cursor = self.raw.cursor()
-        cursor.executemany(_sql(sql), [list(r) for r in rows])
-        return cursor
+        rows = [list(r) for r in rows]
+
+        def run() -> Any:
+            cursor = self.raw.cursor()
+            cursor.executemany(_sql(sql), rows)
+            return cursor
+
+        return self._run(run)
+
+    def _run(self, statement: Any) -> Any:
+        import psycopg
+
+        try:
+            return statement()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if not self.lost():
+                raise
+            if self.store._local.depth:  # a transaction's statements cannot be run again alone
+                raise self.store._unreachable(exc) from None
+        self.raw = self.store._connect()  # the server came back (or this says it did not)
+        try:
+            return statement()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if self.lost():
+                raise self.store._unreachable(exc) from None
+            raise
+
+    def lost(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
 
     def close(self) -> None:
         self.raw.close()
@@ -186,8 +216,8 @@ class PostgresStore:
         """This thread's connection (autocommit: reads see every commit at once; writes go
         through `transaction`)."""
         db = getattr(self._local, "db", None)
-        if db is None or db.raw.closed:
-            db = Connection(self._connect())
+        if db is None:
+            db = Connection(self)
             self._local.db = db
             self._local.depth = 0
         return db
@@ -201,11 +231,15 @@ class PostgresStore:
                 application_name="modelctl",
             )  # fmt: skip
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(
-                f"cannot reach the database {self.path}: {reason}",
-                hint="is PostgreSQL running there, and is MODELCTL_DATABASE right?",
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> StoreError:
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        return StoreError(
+            f"cannot reach the database {self.path}: {reason}",
+            hint="is PostgreSQL running there, and is MODELCTL_DATABASE right?",
+        )
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -237,12 +271,15 @@ class PostgresStore:
                 self._local.depth = depth
             return
         try:
-            db.execute("BEGIN")
+            db.execute("BEGIN")  # (a lost connection is made again here, before the transaction)
             db.execute(f"SET LOCAL lock_timeout = '{int(self.timeout * 1000)}ms'")
             db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK,))
         except psycopg.Error as exc:
             self._abandon(db)
-            raise StoreError(f"the database {self.path} is busy or unreachable: {exc}") from None
+            raise StoreError(f"the database {self.path} is busy: {exc}") from None
+        except StoreError:
+            self._abandon(db)
+            raise
         self._local.depth = 1
         try:
             yield db
@@ -250,6 +287,8 @@ class PostgresStore:
                 db.execute("UPDATE changes SET n = n + 1")
         except BaseException as exc:
             self._abandon(db)
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise self._unreachable(exc) from None
             if isinstance(exc, psycopg.errors.UniqueViolation):
                 raise Conflict(f"that would make a duplicate: {exc.diag.message_detail}") from None
             if isinstance(exc, psycopg.Error):
@@ -270,9 +309,11 @@ class PostgresStore:
     def _abandon(self, db: Connection) -> None:
         """Roll back; a connection that cannot is dropped (the next use makes a new one)."""
         try:
-            db.execute("ROLLBACK")
+            if not db.lost():
+                db.raw.execute("ROLLBACK")
         except Exception:
             db.close()
+        if db.lost():
             self._local.db = None
 
     def _migrate(self) -> None:
@@ -303,6 +344,12 @@ class PostgresStore:
     @property
     def schema_version(self) -> int:
         return self.db.execute("SELECT version FROM modelctl_schema").fetchone()[0]
+
+    def describe(self) -> dict[str, Any]:
+        """For the doctor: the engine and its version, where, and the schema's version."""
+        version = self.db.execute("SHOW server_version").fetchone()[0]
+        return {"engine": f"PostgreSQL {version.split()[0]}", "where": self.path,
+                "schema": self.schema_version, "latest": max(self._migrations)}  # fmt: skip
 
     # ------------------------------------------------------------------ small state
 
