@@ -28,8 +28,9 @@ def test_the_ledger_on_each_engine(database: str) -> None:
     store = open_store(database)
     ledger = Ledger(store, flush_interval=3600)
     for i in range(10):
-        ledger.record(Usage(model="a" if i < 6 else "b", latency=0.1 * (i + 1), at=T0 + 30 * i,
-                            tokens_in=10, tokens_out=20, ttft=0.05, ok=i != 3, cost=0.5))  # fmt: skip
+        model = "a" if i < 6 else "b"
+        figures = {"tokens_in": 10, "tokens_out": 20, "ttft": 0.05, "ok": i != 3, "cost": 0.5}
+        ledger.record(Usage(model=model, latency=0.1 * (i + 1), at=T0 + 30 * i, **figures))
     stats = ledger.stats()
     assert stats["overall"]["requests"] == 10 and stats["overall"]["errors"] == 1
     assert stats["overall"]["tokens_in"] == 100 and type(stats["overall"]["tokens_in"]) is int
