@@ -207,7 +207,7 @@ def test_the_doctor_checks_the_database(postgres: PostgresServer, tmp_path: Path
     found = {f.area: f for f in manager.doctor()}
     assert found["database"].level == "ok"
     assert found["database"].message.startswith("PostgreSQL 15.")
-    assert "schema version 1" in found["database"].message and "pw" not in found["database"].message
+    assert "schema version 2" in found["database"].message and "pw" not in found["database"].message
     assert "pw@" not in found["registry"].message
     assert manager.settings.shown("database").startswith("postgresql://modelctl:********@")
     manager.close()
@@ -215,3 +215,81 @@ def test_the_doctor_checks_the_database(postgres: PostgresServer, tmp_path: Path
     gone = ModelManager(settings=Settings.load(database=away, home=tmp_path)).doctor()
     assert [(f.area, f.level) for f in gone] == [("database", "fail")]
     assert "cannot reach the database" in gone[0].message and "PostgreSQL running" in gone[0].step
+
+
+def test_events_reach_every_gateway_on_the_database(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """A tag set through one gateway shows at once in another's event stream (LISTEN/NOTIFY),
+    marked as coming from elsewhere; each process's own events go out once."""
+    import json
+    import threading
+
+    database = postgres.fresh()
+    one, two = (
+        ModelManager(settings=Settings.load(database=database, home=tmp_path / f"home{i}"))
+        for i in range(2)
+    )
+    one.add_model({"id": "shared", "backend": "openai", "refs": {"openai": "s"}})
+    heard: list[dict] = []
+    arrived = threading.Event()
+    try:
+        with (
+            running(one, restore=False, reaper_interval=None) as first,
+            running(two, restore=False, reaper_interval=None) as second,
+        ):
+            opened = threading.Event()
+
+            def follow() -> None:
+                with httpx.stream("GET", second + "/api/v1/events?recent=false", timeout=60) as s:
+                    opened.set()  # its reader is subscribed before the answer starts
+                    for line in s.iter_lines():
+                        if line.startswith("data: ") and "model-changed" in line:
+                            heard.append(json.loads(line.removeprefix("data: ")))
+                            arrived.set()
+                            return
+
+            reader = threading.Thread(target=follow, daemon=True)
+            reader.start()
+            assert opened.wait(30)
+            for manager in (one, two):  # both listen (their servers started sharing)
+                assert manager._sharing is not None
+            patched = httpx.patch(first + "/api/v1/models/shared", json={"add_tags": ["x"]})
+            assert patched.status_code == 200
+            assert arrived.wait(30), "the other gateway's stream heard nothing"
+            assert heard[0]["event"] == "model-changed" and heard[0]["model"] == "shared"
+            assert heard[0]["change"] == "updated" and heard[0]["remote"]  # from elsewhere
+            assert httpx.get(second + "/api/v1/models/shared").json()["tags"] == ["x"]
+            reader.join(10)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_old_usage_becomes_daily_totals_and_stats_read_both(database: str) -> None:
+    """Past the retention, a day's rows become one total per model and client: the ledger
+    stays small, and `stats` counts the same requests, tokens, cost and averages."""
+    store = open_store(database)
+    ledger = Ledger(store, flush_interval=3600)
+    day = 86400
+    for i in range(40):  # 3 days ago and 2 days ago, two clients; and 10 today
+        at = T0 - (3 if i < 20 else 2) * day + i * 60
+        ledger.record(Usage(model="m", latency=0.2 + i / 100, at=at, client=f"c{i % 2}",
+                            tokens_in=3, tokens_out=4, ttft=0.1, cost=0.25))  # fmt: skip
+    for i in range(10):
+        ledger.record(Usage(model="m", latency=0.5, at=T0 + i, tokens_out=8, cost=1.0))
+    before = ledger.stats()["overall"]
+    assert ledger.compact(T0 - day) == 40  # every row of a whole day before the cutoff
+    raw = store.db.execute("SELECT count(*) FROM usage").fetchone()[0]
+    days = store.db.execute("SELECT count(*) FROM usage_daily").fetchone()[0]
+    assert (raw, days) == (10, 4)  # two days, two clients each
+    after = ledger.stats()["overall"]
+    for key in ("requests", "errors", "tokens_in", "tokens_out", "last_used"):
+        assert after[key] == before[key], key
+    for key in ("cost", "latency_avg_ms", "ttft_avg_ms"):
+        assert after[key] == pytest.approx(before[key]), key
+    assert after["latency_p50_ms"] == 500.0  # percentiles: from the rows still kept
+    assert ledger.stats(since=T0 - day)["overall"]["requests"] == 10
+    assert ledger.compact(T0 - day) == 0  # nothing left to fold
+    ledger.close()
+    store.close()

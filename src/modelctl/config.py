@@ -357,6 +357,13 @@ SETTINGS: dict[str, Setting] = {
             env=("OLLAMA_MAX_QUEUE",),
         ),
         Setting(
+            "usage_retention",
+            _duration,
+            lambda v: 90 * 86400.0,
+            "seconds the usage ledger keeps each request's row; older ones become daily "
+            "totals per model and client (-1: keep every row)",
+        ),
+        Setting(
             "queue_timeout",
             _duration,
             lambda v: 600.0,

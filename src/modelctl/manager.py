@@ -15,6 +15,8 @@ from modelctl.config import Settings
 from modelctl.registry import ImportReport, Registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from modelctl.backends import Backend, BackendKind, BackendStatus, DeletePlan
     from modelctl.fit.catalog import Catalog
     from modelctl.fit.estimate import Compatibility, Recommendation
@@ -53,6 +55,7 @@ class ModelManager:
         self._requests: Requests | None = None
         self._usage: Ledger | None = None
         self._servers: list[ServerInfo] = []
+        self._sharing: Callable[[], None] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -74,6 +77,7 @@ class ModelManager:
         return self._catalog
 
     def close(self) -> None:
+        self.stop_sharing_events()
         for server in list(self._servers):  # stop_server takes each off the list
             self.stop_server(server)
         if self._scheduler is not None:
@@ -87,6 +91,44 @@ class ModelManager:
         """Close the async HTTP sessions the gateway opened (`close` does the rest)."""
         for backend in (self._backends or {}).values():
             await backend.aclose()
+
+    def share_events(self) -> bool:
+        """On a database that many processes share (PostgreSQL), send this process's events
+        to the others and theirs to this one's bus (what the event stream and a dashboard
+        show): a model loaded or tagged on one machine shows on every one. Returns whether it
+        does; `stop_sharing_events` (and `close`) ends it."""
+        store = self.registry.store
+        if self._sharing is not None or not hasattr(store, "notifier"):
+            return self._sharing is not None
+        import uuid
+
+        bus = self.events
+
+        def receive(message: dict[str, Any]) -> None:  # another process's event, here
+            data = message.get("data")
+            data = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+            bus.emit(str(message.get("name")), **{**data, "remote": message.get("origin")})
+
+        notifier = store.notifier(receive, origin=uuid.uuid4().hex)
+        notifier.listening.wait(5)  # what the others send from now on reaches this process
+
+        def share(event: Any) -> None:  # this process's own events, to the others
+            if "remote" not in event.data:
+                notifier.publish({"name": event.name, "data": event.data})
+
+        unsubscribe = bus.on("*", share)
+
+        def stop() -> None:
+            unsubscribe()
+            notifier.close()
+
+        self._sharing = stop
+        return True
+
+    def stop_sharing_events(self) -> None:
+        if self._sharing is not None:
+            self._sharing()
+            self._sharing = None
 
     def __enter__(self) -> ModelManager:
         return self
@@ -522,7 +564,7 @@ class ModelManager:
         if self._usage is None:
             from modelctl.store.ledger import Ledger
 
-            self._usage = Ledger(self.registry.store)
+            self._usage = Ledger(self.registry.store, retention=self.settings.usage_retention)
         return self._usage
 
     def record_usage(

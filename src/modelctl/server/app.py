@@ -117,10 +117,13 @@ def create_app(
                 log.warning("could not restore %s: %s", model, reason)
         if reaper_interval:
             await to_thread.run_sync(scheduler.start_reaper, reaper_interval)
+        # on a shared database (PostgreSQL), every gateway's events reach every other's
+        await to_thread.run_sync(manager.share_events)
         gc.collect()
         gc.freeze()  # what was loaded to start is never garbage: keep the collector off it
         yield
         ctl.jobs.close()
+        await to_thread.run_sync(manager.stop_sharing_events)
         await manager.aclose()
         manager.usage.flush()
 

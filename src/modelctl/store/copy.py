@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["copy_store"]
 
 BATCH = 5000
+DAILY = ("day", "model", "client", "requests", "ok", "last_at", "latency_sum", "ttft_sum",
+         "ttft_count", "tokens_in", "tokens_out", "speed_sum", "speed_count", "cost")  # fmt: skip
 
 
 def copy_store(source: Store | PostgresStore, target: Store | PostgresStore) -> dict[str, int]:
     """Copy `source` into `target`, which must be empty; returns how many of each were copied."""
-    counts = {"models": 0, "groups": 0, "usage": 0, "profiles": 0, "state": 0}
+    counts = {"models": 0, "groups": 0, "usage": 0, "usage_days": 0, "profiles": 0, "state": 0}
     with target.transaction() as db:
         held = target.count() + db.execute("SELECT count(*) FROM usage").fetchone()[0]
         if held:
@@ -43,6 +45,10 @@ def copy_store(source: Store | PostgresStore, target: Store | PostgresStore) -> 
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
             counts["state"] += 1
         counts["usage"] = _rows(source, db, "usage", COLUMNS)
+        daily = source.db.execute(f"SELECT {', '.join(DAILY)} FROM usage_daily").fetchall()
+        marks = ", ".join("?" * len(DAILY))
+        db.executemany(f"INSERT INTO usage_daily ({', '.join(DAILY)}) VALUES ({marks})", daily)
+        counts["usage_days"] = len(daily)
         counts["profiles"] = _rows(source, db, "profiles", ("model", "at", "data"))
     return counts
 

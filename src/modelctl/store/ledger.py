@@ -35,6 +35,7 @@ SERIES_POINTS = 120  # a series' points by default, at most
 SERIES_MOST = 2000  # and whatever step is asked for
 ROUND_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 DAY = 86400
+COMPACT_EVERY = 3600  # seconds between two foldings of old rows into daily totals
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # how text a spreadsheet runs may start
 
 
@@ -82,9 +83,14 @@ def _text(value: Any) -> Any:
 class Ledger:
     """Buffered writes to the `usage` table of a store; `stats()` reads it back."""
 
-    def __init__(self, store: Store, *, flush_interval: float = 0.5) -> None:
+    def __init__(
+        self, store: Store, *, flush_interval: float = 0.5, retention: float | None = None
+    ) -> None:
         self.store = store
         self.flush_interval = flush_interval
+        # raw rows are kept this many seconds, then folded into daily totals (None: kept)
+        self.retention = retention if retention is None or retention > 0 else None
+        self._compacted = 0.0
         self._pending: list[Usage] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -111,6 +117,9 @@ class Ledger:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 self.flush()
+                if self.retention and time.time() - self._compacted > COMPACT_EVERY:
+                    self._compacted = time.time()
+                    self.compact(time.time() - self.retention)
         finally:
             self.store.close()  # this thread's connection
 
@@ -159,23 +168,57 @@ class Ledger:
         self.flush()
         where, params = _where(model, since)
         db = self.store.db
-        groups = db.execute(
-            f"""SELECT model, COUNT(*), SUM(ok), MAX(at), AVG(latency), AVG(ttft),
-                       SUM(tokens_in), SUM(tokens_out), AVG(tokens_per_second), SUM(cost)
-                FROM usage WHERE {where} GROUP BY model ORDER BY model""",
-            params,
-        ).fetchall()
-        models = {
-            row[0]: _summary(row[1:], _latencies(db, f"{where} AND model = ?", (*params, row[0])))
-            for row in groups
+        raw = {
+            row[0]: row[1:]
+            for row in db.execute(
+                f"SELECT model, {_RAW_SUMS} FROM usage WHERE {where} GROUP BY model", params
+            ).fetchall()
         }
-        total = db.execute(
-            f"""SELECT COUNT(*), SUM(ok), MAX(at), AVG(latency), AVG(ttft),
-                       SUM(tokens_in), SUM(tokens_out), AVG(tokens_per_second), SUM(cost)
-                FROM usage WHERE {where}""",
-            params,
-        ).fetchone()
+        # history past the retention, as daily totals: the days that overlap `since` count
+        days, day_params = _where(model, None if since is None else since - DAY, column="day")
+        rolled = {
+            row[0]: row[1:]
+            for row in db.execute(
+                f"SELECT model, {_DAILY_SUMS} FROM usage_daily WHERE {days} GROUP BY model",
+                day_params,
+            ).fetchall()
+        }
+        models, total = {}, _sums()
+        for name in sorted(raw.keys() | rolled.keys()):
+            sums = _sums(raw.get(name), rolled.get(name))
+            total = _sums(total, sums)
+            latencies = _latencies(db, f"{where} AND model = ?", (*params, name))
+            models[name] = _summary(sums, latencies)
+        # percentiles come from the raw rows (the days' totals keep sums, not every latency)
         return {"overall": _summary(total, _latencies(db, where, params)), "models": models}
+
+    def compact(self, before: float) -> int:
+        """Fold the raw rows of every whole day before `before` into daily totals per model
+        and client, in one transaction; returns how many rows went. `stats` reads both."""
+        self.flush()
+        cutoff = math.floor(before / DAY) * DAY
+        day = (
+            "FLOOR(at / 86400) * 86400"
+            if self.store.dialect == "postgresql"
+            else "CAST(at / 86400 AS INTEGER) * 86400"
+        )
+        added = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _ADDED)
+        latest = "GREATEST" if self.store.dialect == "postgresql" else "MAX"
+        with self.store.transaction() as db:
+            db.execute(
+                f"""INSERT INTO usage_daily (day, model, client, requests, ok, last_at,
+                        latency_sum, ttft_sum, ttft_count, tokens_in, tokens_out, speed_sum,
+                        speed_count, cost)
+                    SELECT {day}, model, COALESCE(client, ''), COUNT(*), SUM(ok), MAX(at),
+                        SUM(latency), COALESCE(SUM(ttft), 0), COUNT(ttft), SUM(tokens_in),
+                        SUM(tokens_out), COALESCE(SUM(tokens_per_second), 0),
+                        COUNT(tokens_per_second), SUM(cost)
+                    FROM usage WHERE at < ? GROUP BY {day}, model, COALESCE(client, '')
+                    ON CONFLICT (day, model, client) DO UPDATE SET {added},
+                        last_at = {latest}(usage_daily.last_at, excluded.last_at)""",
+                (cutoff,),
+            )
+            return db.execute("DELETE FROM usage WHERE at < ?", (cutoff,)).rowcount
 
     def series(
         self, model: str | None = None, *, since: float, until: float, step: float
@@ -277,15 +320,44 @@ def _csv(rows: Iterator[tuple[Any, ...]], batch: int) -> Iterator[str]:
         out.truncate()
 
 
-def _where(model: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
+def _where(
+    model: str | None, since: float | None, column: str = "at"
+) -> tuple[str, tuple[Any, ...]]:
     clauses, params = ["TRUE"], []
     if model is not None:
         clauses.append("model = ?")
         params.append(model)
     if since is not None:
-        clauses.append("at >= ?")
+        clauses.append(f"{column} >= ?")
         params.append(since)
     return " AND ".join(clauses), tuple(params)
+
+
+# count, ok, last, latency, ttft and its count, tokens in and out, speed and its count, cost
+_RAW_SUMS = """COUNT(*), SUM(ok), MAX(at), SUM(latency), SUM(ttft), COUNT(ttft), SUM(tokens_in),
+    SUM(tokens_out), SUM(tokens_per_second), COUNT(tokens_per_second), SUM(cost)"""
+_DAILY_SUMS = """SUM(requests), SUM(ok), MAX(last_at), SUM(latency_sum), SUM(ttft_sum),
+    SUM(ttft_count), SUM(tokens_in), SUM(tokens_out), SUM(speed_sum), SUM(speed_count),
+    SUM(cost)"""
+_ADDED = ("requests", "ok", "latency_sum", "ttft_sum", "ttft_count", "tokens_in", "tokens_out",
+          "speed_sum", "speed_count", "cost")  # fmt: skip
+
+
+def _sums(*rows: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """Rows of `_RAW_SUMS` (or `_DAILY_SUMS`) added up: the last use is the latest of them."""
+    out: list[Any] = [0] * 11
+    out[2] = None
+    for row in rows:
+        if row is None:
+            continue
+        for i, value in enumerate(row):
+            if value is None:
+                continue
+            if i == 2:
+                out[2] = value if out[2] is None else max(out[2], value)
+            else:
+                out[i] += value
+    return tuple(out)
 
 
 def _latencies(db: Any, where: str, params: tuple[Any, ...]) -> list[float]:
@@ -323,7 +395,14 @@ def _point(at: float, row: tuple[Any, ...], latencies: list[float]) -> dict[str,
 
 
 def _summary(row: tuple[Any, ...], latencies: list[float]) -> dict[str, Any]:
-    count, ok, last, avg, ttft, tokens_in, tokens_out, speed, cost = row
+    # (PostgreSQL's SUM of integers is a decimal: each count made an int again)
+    count, ok, ttft_count, speed_count = (int(row[i] or 0) for i in (0, 1, 5, 9))
+    last, latency, ttft_sum, tokens_in, tokens_out, speed_sum, cost = (
+        row[i] for i in (2, 3, 4, 6, 7, 8, 10)
+    )
+    avg = latency / count if count else None
+    ttft = ttft_sum / ttft_count if ttft_count else None
+    speed = float(speed_sum) / speed_count if speed_count else None
     return {
         "requests": count or 0,
         "errors": (count or 0) - int(ok or 0),

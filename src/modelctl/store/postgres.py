@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
-from modelctl.store.schema import FACETS, INDEXED_COLUMNS
+from modelctl.store.schema import FACETS, INDEXED_COLUMNS, USAGE_DAILY
 
-__all__ = ["SCHEMES", "Connection", "PostgresStore", "is_url"]
+__all__ = ["SCHEMES", "Connection", "Notifier", "PostgresStore", "is_url"]
 
 SCHEMES = ("postgresql", "postgres")
 LOCK = 0x6D6F64656C63746C  # "modelctl": the writers' advisory lock
@@ -183,7 +183,100 @@ def _generated(path: str, kind: str) -> str:
     return f"{value}::bigint" if kind == "INTEGER" else value
 
 
-MIGRATIONS = {1: _schema_v1}
+def _schema_v2(db: Connection) -> None:
+    """Daily usage totals (the ledger's history past its retention)."""
+    db.execute(USAGE_DAILY.format(real="DOUBLE PRECISION", int="BIGINT"))
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+CHANNEL = "modelctl_events"
+
+
+class Notifier:
+    """Events between the processes that share a database (LISTEN/NOTIFY): `publish(message)`
+    sends one to every other process, and each message they send reaches `receive` here.
+
+    Two threads, each with a connection of its own and an owner that stops them (`close`):
+    one sends what `publish` queued (publish never waits: the scheduler's loop calls it), one
+    listens. A lost connection is made again, with a pause that grows to 5 s; what is sent
+    while the server is away is dropped (events say what is happening now, not a history).
+    """
+
+    def __init__(self, url: str, receive: Any, *, origin: str) -> None:
+        import queue
+
+        self.url, self.receive, self.origin = url, receive, origin
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._send, name="modelctl-notify", daemon=True),
+            threading.Thread(target=self._listen, name="modelctl-listen", daemon=True),
+        ]
+        self.listening = threading.Event()  # set once LISTEN is in place (tests wait on it)
+        for thread in self._threads:
+            thread.start()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        text = json.dumps({"origin": self.origin, **message}, default=str)
+        if len(text.encode()) < 7900:  # NOTIFY's payload ends at 8000 bytes
+            self._queue.put(text)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                               application_name="modelctl-events")  # fmt: skip
+
+    def _pause(self, tries: int) -> None:
+        self._stop.wait(min(5.0, 0.2 * 2**tries))
+
+    def _send(self) -> None:
+        db, tries = None, 0
+        while not self._stop.is_set():
+            text = self._queue.get()
+            if text is None:
+                break
+            try:
+                db = db or self._connect()
+                db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
+                tries = 0
+            except Exception:  # the server is away: this event is dropped
+                if db is not None:
+                    db.close()
+                db, tries = None, tries + 1
+                self._pause(tries)
+        if db is not None:
+            db.close()
+
+    def _listen(self) -> None:
+        tries = 0
+        while not self._stop.is_set():
+            try:
+                with self._connect() as db:
+                    db.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    tries = 0
+                    while not self._stop.is_set():
+                        for note in db.notifies(timeout=0.5):
+                            self._deliver(note.payload)
+            except Exception:
+                self.listening.clear()
+                tries += 1
+                self._pause(tries)
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("origin") != self.origin:
+            self.receive(message)
 
 
 class PostgresStore:
@@ -336,6 +429,10 @@ class PostgresStore:
                 db.execute("INSERT INTO modelctl_schema (version) VALUES (?)", (target,))
         finally:
             self._changes_table = True
+
+    def notifier(self, receive: Any, *, origin: str) -> Notifier:
+        """Events shared with every process on this database (see `Notifier`)."""
+        return Notifier(self.url, receive, origin=origin)
 
     def stamp(self) -> tuple[int, int]:
         """Changes when anything is written, by any process on any machine."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-__all__ = ["FACETS", "INDEXED_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "Migration"]
+__all__ = [
+    "FACETS", "INDEXED_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "USAGE_DAILY", "Migration",
+]  # fmt: skip
 
 # (column, JSON path, SQL type): generated from the record, so they can never disagree with it.
 INDEXED_COLUMNS = (
@@ -126,5 +128,32 @@ def _schema_v4(db: sqlite3.Connection) -> None:
             db.execute("UPDATE models SET data = ? WHERE id = ?", (data, model_id))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
+# Daily totals per model and client, for usage older than the ledger's retention: what `stats`
+# reads beside the raw rows (sums and counts, so that averages add up), and no more.
+USAGE_DAILY = """CREATE TABLE usage_daily (
+  day {real} NOT NULL,
+  model TEXT NOT NULL,
+  client TEXT NOT NULL DEFAULT '',
+  requests {int} NOT NULL,
+  ok {int} NOT NULL,
+  last_at {real} NOT NULL,
+  latency_sum {real} NOT NULL,
+  ttft_sum {real} NOT NULL DEFAULT 0,
+  ttft_count {int} NOT NULL DEFAULT 0,
+  tokens_in {int} NOT NULL DEFAULT 0,
+  tokens_out {int} NOT NULL DEFAULT 0,
+  speed_sum {real} NOT NULL DEFAULT 0,
+  speed_count {int} NOT NULL DEFAULT 0,
+  cost {real} NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, model, client))"""
+
+
+def _schema_v5(db: sqlite3.Connection) -> None:
+    """Migration step: daily usage totals (the ledger's history past its retention)."""
+    db.execute(USAGE_DAILY.format(real="REAL", int="INTEGER"))
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4, 5: _schema_v5,
+}  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)
