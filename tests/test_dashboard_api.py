@@ -27,9 +27,10 @@ T0 = 1_700_000_000.0  # a round unix time: series spans start here
 
 
 @pytest.fixture
-def manager() -> Iterator[ModelManager]:
-    """A manager whose scheduler's memory budget is 8 GiB, whatever this machine has free."""
-    m = ModelManager(settings=Settings.load(memory_budget="8GiB"))
+def manager(database: str) -> Iterator[ModelManager]:
+    """A manager whose scheduler's memory budget is 8 GiB, whatever this machine has free, on
+    each engine (a SQLite file, a PostgreSQL database)."""
+    m = ModelManager(settings=Settings.load(memory_budget="8GiB", database=database))
     yield m
     m.close()
 

@@ -372,7 +372,12 @@ class _PostgresCompiler(_Compiler):
         return sql.replace("data LIKE", "data ILIKE")  # SQLite's LIKE ignores ASCII case
 
     def holds(self, expr: str, text: str) -> str:
-        return f"strpos(lower({expr}), lower({self.bind(text)})) > 0"
+        """Any case: ASCII by `lower`; other letters through ICU's root locale (a database
+        in the C locale folds only ASCII), which PostgreSQL's usual builds include."""
+        if text.isascii():
+            return f"strpos(lower({expr}), lower({self.bind(text)})) > 0"
+        icu = 'COLLATE "und-x-icu"'
+        return f"strpos(lower({expr} {icu}), lower({self.bind(text)} {icu})) > 0"
 
     def scalar_condition(self, name: str, spec: FieldSpec, expr: str, op: str, operand: Any) -> str:
         if spec.kind == "time" and op in _COMPARE and operand is not None:
