@@ -293,3 +293,29 @@ def test_old_usage_becomes_daily_totals_and_stats_read_both(database: str) -> No
     assert ledger.compact(T0 - day) == 0  # nothing left to fold
     ledger.close()
     store.close()
+
+
+def test_while_the_database_is_away_nothing_is_lost(postgres: PostgresServer) -> None:
+    """A model read before still resolves (the gateway's hot path), and the usage of requests
+    served meanwhile waits in memory and is written once the database is back."""
+    from modelctl.registry import Registry
+
+    url = postgres.fresh()
+    registry = Registry.open(url)
+    registry.add({"id": "m", "backend": "openai", "refs": {"openai": "m"}})
+    assert registry.lookup("m").id == "m"
+    ledger = Ledger(registry.store, flush_interval=3600)
+    postgres.stop()
+    try:
+        assert registry.lookup("m").id == "m"  # what was read last
+        with pytest.raises(StoreError, match="cannot reach the database"):
+            registry.lookup("never-read")
+        ledger.record(Usage(model="m", latency=0.3, at=T0))
+        with pytest.raises(StoreError):
+            ledger.flush()
+    finally:
+        postgres.start_again()
+    assert ledger.flush() == 1  # kept, then written
+    assert ledger.stats()["overall"]["requests"] == 1
+    ledger.close()
+    registry.close()

@@ -25,6 +25,7 @@ from modelctl.record.errors import (
     InvalidReference,
     ModelNotFound,
     NotFound,
+    StoreError,
 )
 from modelctl.registry import query
 from modelctl.store.database import Store, open_store
@@ -194,8 +195,13 @@ class Registry(MutableMapping[str, "Model"]):
     def lookup(self, ref: str) -> Model:
         """`registry[ref]`, remembered until anything in the store changes: the gateway's hot
         path reads the same few records on every request."""
-        stamp = self.store.stamp()
         hit = self._cache.get(ref)
+        try:
+            stamp = self.store.stamp()
+        except StoreError:
+            if hit is not None:  # the database is away: what was read last still serves
+                return hit[1]
+            raise
         if hit is not None and hit[0] == stamp:
             return hit[1]
         model = self[ref]

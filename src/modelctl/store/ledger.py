@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 import math
 import threading
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelctl.record.errors import InvalidRequest
+from modelctl.record.errors import InvalidRequest, StoreError
 
 if TYPE_CHECKING:
     from modelctl.store.database import Store
@@ -35,6 +36,8 @@ SERIES_POINTS = 120  # a series' points by default, at most
 SERIES_MOST = 2000  # and whatever step is asked for
 ROUND_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 DAY = 86400
+log = logging.getLogger("modelctl.usage")
+HELD = 1_000_000  # rows kept in memory while the database cannot be written
 COMPACT_EVERY = 3600  # seconds between two foldings of old rows into daily totals
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # how text a spreadsheet runs may start
 
@@ -116,10 +119,14 @@ class Ledger:
             while not self._stop.is_set():
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
-                self.flush()
-                if self.retention and time.time() - self._compacted > COMPACT_EVERY:
-                    self._compacted = time.time()
-                    self.compact(time.time() - self.retention)
+                try:
+                    self.flush()
+                    if self.retention and time.time() - self._compacted > COMPACT_EVERY:
+                        self._compacted = time.time()
+                        self.compact(time.time() - self.retention)
+                except StoreError as exc:  # away for now: the rows are kept, tried again
+                    log.warning("usage not written yet: %s", exc)
+                    self._stop.wait(min(5.0, self.flush_interval * 10))
         finally:
             self.store.close()  # this thread's connection
 
@@ -131,11 +138,18 @@ class Ledger:
             if not batch:
                 return 0
             marks = ", ".join("?" * len(COLUMNS))
-            with self.store.transaction() as db:
-                db.executemany(
-                    f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})",
-                    [u.row() for u in batch],
-                )
+            try:
+                with self.store.transaction() as db:
+                    db.executemany(
+                        f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})",
+                        [u.row() for u in batch],
+                    )
+            except StoreError:
+                # the database is away (a server restarting): the rows wait for the next
+                # flush, up to HELD of them (then the oldest go: memory is the bound)
+                with self._lock:
+                    self._pending = (batch + self._pending)[-HELD:]
+                raise
             return len(batch)
 
     def close(self) -> None:
