@@ -2,6 +2,7 @@
 
     python benchmarks/registry.py                    # 10,000 and 1,000,000 models
     python benchmarks/registry.py --sizes 10000      # quicker
+    python benchmarks/registry.py --postgres         # and the same on PostgreSQL, side by side
 
 Targets (issue "Foundation"): a filtered query within 1.5x of the same query in raw sqlite3;
 a cold `modelctl list --json --where ...` over 10,000 models within 15x of `python -c pass`.
@@ -137,6 +138,25 @@ def queries(path: Path, repeat: int) -> list[tuple]:
     return rows
 
 
+def postgres_side(server: object, count: int, repeat: int) -> tuple[float, list[tuple]]:
+    """The same import and queries on PostgreSQL: import seconds, and per query (label, rows,
+    modelctl JSON text, modelctl dicts)."""
+    registry = Registry.open(server.fresh())
+    records = synthetic(count)
+    start = time.perf_counter()
+    for chunk in range(0, count, 100_000):
+        registry.import_data({"models": records[chunk : chunk + 100_000]})
+    seconds = time.perf_counter() - start
+    registry.store.db.execute("ANALYZE")
+    rows = []
+    for label, query in (("selective", SELECTIVE), ("broad", BROAD)):
+        n = len(registry.records_json(query))
+        rows.append((label, n, best_of(lambda q=query: registry.records_json(q), repeat),
+                     best_of(lambda q=query: registry.records(q), repeat)))  # fmt: skip
+    registry.close()
+    return seconds, rows
+
+
 def cold_start(path: Path, runs: int) -> tuple[float, float, float]:
     """Median wall time of a bare interpreter, `import modelctl`, and `modelctl list --json`."""
     script = Path(sys.executable).parent / "modelctl"
@@ -162,7 +182,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="query repetitions (best of)")
     parser.add_argument("--runs", type=int, default=21, help="cold-start runs (median)")
     parser.add_argument("--keep", type=Path, help="keep the databases in this folder")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also on PostgreSQL (a server it starts)"
+    )
     args = parser.parse_args()
+    server = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.postgres import PostgresServer
+
+        server = PostgresServer().start()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="modelctl-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     ms = 1000.0
@@ -192,6 +221,18 @@ def main() -> None:
                     f"| {t_text / t_raw:.2f}x | {t_raw_dicts * ms:.2f} ms | {t_dicts * ms:.2f} ms "
                     f"| {t_dicts / t_raw_dicts:.2f}x | {t_models * ms:.2f} ms |"
                 )
+            if server is not None:
+                seconds, rows = postgres_side(server, count, args.repeat)
+                sqlite_side = {r[0]: r for r in queries(path, args.repeat)}
+                print(f"\nPostgreSQL 15: import {seconds:.1f} s ({count / seconds:,.0f} models/s)")
+                print(
+                    "| query | rows | SQLite, JSON text | PostgreSQL, JSON text "
+                    "| SQLite, dicts | PostgreSQL, dicts |\n|---|---|---|---|---|---|"
+                )
+                for label, n, t_text, t_dicts in rows:
+                    mine = sqlite_side[label]
+                    print(f"| {label} | {n:,} | {mine[3] * ms:.1f} ms | {t_text * ms:.1f} ms "
+                          f"| {mine[5] * ms:.1f} ms | {t_dicts * ms:.1f} ms |")  # fmt: skip
             if count == 10_000:
                 bare, imported, listed = cold_start(path, args.runs)
                 print(
@@ -205,6 +246,8 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+        if server is not None:
+            server.remove()
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ class Registry(MutableMapping[str, "Model"]):
 
     def derived_from(self, model_id: str) -> list[str]:
         """The models whose `base` is `model_id` (see ops/derive.py)."""
-        return self.store.ids("json_extract(data, '$.base') = ?", [model_id])
+        return self.ids({"base": model_id})
 
     def weights(self, model: Model) -> Model:
         """What loads for `model`: itself, or for a derived model its base's record (its
@@ -228,7 +228,7 @@ class Registry(MutableMapping[str, "Model"]):
             candidates = self.store.find_by_ref(parsed.backend, parsed.name)
             if not candidates and parsed.explicit:
                 named = self._existing_id(parsed.name)
-                if named and self.store.count("id = ? AND backend = ?", [named, parsed.backend]):
+                if named and self.count({"id": named, "backend": parsed.backend}):
                     candidates = [named]
         if not candidates:
             candidates = self.store.find_by_ref(None, ref)

@@ -359,7 +359,9 @@ class _PostgresCompiler(_Compiler):
     def field(self, name: str) -> tuple[FieldSpec, str]:
         spec, expr = _field(name)  # checks the name
         if spec.column:
-            return spec, expr
+            from modelctl.store.postgres import COLUMNS
+
+            return spec, COLUMNS.get(spec.column, spec.column)  # (`id` is a column there too)
         path = _pg_path(name)
         if spec.kind in ("int", "float"):
             return spec, f"(doc #>> {path})::numeric"

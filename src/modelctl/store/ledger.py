@@ -10,6 +10,7 @@ read flushes first, so what was recorded is always what is counted.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import itertools
 import logging
@@ -140,10 +141,13 @@ class Ledger:
             marks = ", ".join("?" * len(COLUMNS))
             try:
                 with self.store.transaction() as db:
-                    db.executemany(
-                        f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})",
-                        [u.row() for u in batch],
-                    )
+                    if hasattr(db, "insert"):  # PostgreSQL: by COPY
+                        db.insert("usage", COLUMNS, [u.row() for u in batch])
+                    else:
+                        db.executemany(
+                            f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})",
+                            [u.row() for u in batch],
+                        )
             except StoreError:
                 # the database is away (a server restarting): the rows wait for the next
                 # flush, up to HELD of them (then the oldest go: memory is the bound)
@@ -197,14 +201,44 @@ class Ledger:
                 day_params,
             ).fetchall()
         }
+        # percentiles come from the raw rows (the days' totals keep sums, not every latency)
+        each, overall = self._percentiles(where, params)
         models, total = {}, _sums()
         for name in sorted(raw.keys() | rolled.keys()):
             sums = _sums(raw.get(name), rolled.get(name))
             total = _sums(total, sums)
-            latencies = _latencies(db, f"{where} AND model = ?", (*params, name))
-            models[name] = _summary(sums, latencies)
-        # percentiles come from the raw rows (the days' totals keep sums, not every latency)
-        return {"overall": _summary(total, _latencies(db, where, params)), "models": models}
+            models[name] = _summary(sums, each.get(name, (None, None)))
+        return {"overall": _summary(total, overall), "models": models}
+
+    def _percentiles(
+        self, where: str, params: tuple[Any, ...]
+    ) -> tuple[dict[str, tuple[Any, Any]], tuple[Any, Any]]:
+        """Latency p50 and p95 (nearest rank) per model and overall: PostgreSQL computes them
+        (percentile_disc is the nearest rank); from SQLite, one ordered read."""
+        db = self.store.db
+        if self.store.dialect == "postgresql":
+            wanted = (
+                "percentile_disc(0.5) WITHIN GROUP (ORDER BY latency), "
+                "percentile_disc(0.95) WITHIN GROUP (ORDER BY latency)"
+            )
+            each = {
+                row[0]: (row[1], row[2])
+                for row in db.execute(
+                    f"SELECT model, {wanted} FROM usage WHERE {where} GROUP BY model", params
+                ).fetchall()
+            }
+            overall = db.execute(f"SELECT {wanted} FROM usage WHERE {where}", params).fetchone()
+            return each, (overall[0], overall[1])
+        ordered = db.execute(
+            f"SELECT model, latency FROM usage WHERE {where} ORDER BY model, latency", params
+        )
+        lists = {
+            name: [latency for _, latency in group]
+            for name, group in itertools.groupby(ordered, key=lambda row: row[0])
+        }
+        every = list(heapq.merge(*lists.values()))
+        each = {name: (percentile(v, 50), percentile(v, 95)) for name, v in lists.items()}
+        return each, (percentile(every, 50), percentile(every, 95))
 
     def compact(self, before: float) -> int:
         """Fold the raw rows of every whole day before `before` into daily totals per model
@@ -374,11 +408,6 @@ def _sums(*rows: tuple[Any, ...] | None) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _latencies(db: Any, where: str, params: tuple[Any, ...]) -> list[float]:
-    query = f"SELECT latency FROM usage WHERE {where} ORDER BY latency"
-    return [row[0] for row in db.execute(query, params)]
-
-
 def percentile(ordered: list[float], q: float) -> float | None:
     """The nearest-rank percentile of an ascending list (q in 0..100)."""
     if not ordered:
@@ -408,7 +437,7 @@ def _point(at: float, row: tuple[Any, ...], latencies: list[float]) -> dict[str,
     }
 
 
-def _summary(row: tuple[Any, ...], latencies: list[float]) -> dict[str, Any]:
+def _summary(row: tuple[Any, ...], percentiles: tuple[Any, Any]) -> dict[str, Any]:
     # (PostgreSQL's SUM of integers is a decimal: each count made an int again)
     count, ok, ttft_count, speed_count = (int(row[i] or 0) for i in (0, 1, 5, 9))
     last, latency, ttft_sum, tokens_in, tokens_out, speed_sum, cost = (
@@ -423,8 +452,8 @@ def _summary(row: tuple[Any, ...], latencies: list[float]) -> dict[str, Any]:
         "success_rate": int(ok or 0) / count if count else None,
         "last_used": last,
         "latency_avg_ms": _ms(avg),
-        "latency_p50_ms": _ms(percentile(latencies, 50)),
-        "latency_p95_ms": _ms(percentile(latencies, 95)),
+        "latency_p50_ms": _ms(percentiles[0]),
+        "latency_p95_ms": _ms(percentiles[1]),
         "ttft_avg_ms": _ms(ttft),
         "tokens_in": int(tokens_in or 0),  # PostgreSQL's SUM of integers is a decimal
         "tokens_out": int(tokens_out or 0),

@@ -29,11 +29,25 @@ from urllib.parse import urlsplit, urlunsplit
 from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
 from modelctl.store.schema import FACETS, INDEXED_COLUMNS, USAGE_DAILY
 
-__all__ = ["SCHEMES", "Connection", "Notifier", "PostgresStore", "is_url"]
+__all__ = ["COLUMNS", "SCHEMES", "Connection", "Notifier", "PostgresStore", "is_url"]
 
 SCHEMES = ("postgresql", "postgres")
 LOCK = 0x6D6F64656C63746C  # "modelctl": the writers' advisory lock
-_PG_TYPES = {"TEXT": "text", "INTEGER": "bigint"}
+
+
+def _column(path: str, kind: str) -> str:
+    """An indexed field out of the record's JSONB: `$.parameters` → `((doc ->> 'parameters')
+    ::bigint)`; true and false as 1 and 0, as SQLite stores them. Read once per record (the
+    JSON is parsed once, into `doc`), and indexed by the same expression the queries use."""
+    value = f"(doc ->> '{path.removeprefix('$.')}')"
+    if path == "$.installed":
+        return f"(CASE {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+    return f"({value}::bigint)" if kind == "INTEGER" else value
+
+
+# the SQLite store's indexed columns, as expressions: the query language's PostgreSQL dialect
+# reads these, and the indexes are made on the same
+COLUMNS = {name: _column(path, kind) for name, path, kind in INDEXED_COLUMNS}
 
 
 def is_url(location: object) -> bool:
@@ -106,26 +120,31 @@ class Connection:
     def lost(self) -> bool:
         return bool(self.raw.closed or self.raw.broken)
 
+    def insert(self, table: str, columns: Iterable[str], rows: list[Iterable[Any]]) -> None:
+        """Many rows at once, by COPY (30x the rows a second of one INSERT each)."""
+        names = ", ".join(columns)
+
+        def run() -> None:
+            with self.raw.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+        self._run(run)
+
     def close(self) -> None:
         self.raw.close()
 
 
 def _schema_v1(db: Connection) -> None:
     """Every table of the SQLite store's schema versions 1 to 4, in one step."""
-    columns = ",\n".join(
-        f"  {name} {_PG_TYPES[kind]} GENERATED ALWAYS AS ({_generated(path, kind)}) STORED"
-        for name, path, kind in INDEXED_COLUMNS
-    )
     db.execute(
-        f"""CREATE TABLE models (
+        """CREATE TABLE models (
   id TEXT PRIMARY KEY NOT NULL,
   data TEXT NOT NULL,
-  doc JSONB GENERATED ALWAYS AS (data::jsonb) STORED,
-{columns})"""
+  doc JSONB GENERATED ALWAYS AS (data::jsonb) STORED)"""
     )
-    for name, _, _ in INDEXED_COLUMNS:
-        db.execute(f"CREATE INDEX models_{name} ON models({name})")
-    db.execute("CREATE INDEX models_doc ON models USING gin (doc jsonb_path_ops)")
+    for name, expression in COLUMNS.items():  # what the query language reads, indexed
+        db.execute(f"CREATE INDEX models_{name} ON models (({expression}))")
     db.execute(
         """CREATE TABLE facets (
   facet TEXT NOT NULL, value TEXT NOT NULL,
@@ -172,15 +191,6 @@ def _schema_v1(db: Connection) -> None:
     db.execute("CREATE INDEX profiles_model_at ON profiles(model, at)")
     db.execute("CREATE TABLE changes (n BIGINT NOT NULL)")
     db.execute("INSERT INTO changes (n) VALUES (0)")
-
-
-def _generated(path: str, kind: str) -> str:
-    """A column's value out of the record: `$.parameters` → `(data::jsonb ->> 'parameters')`;
-    true and false as 1 and 0, as SQLite stores them."""
-    value = f"(data::jsonb ->> '{path.removeprefix('$.')}')"
-    if path == "$.installed":
-        return f"(CASE {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
-    return f"{value}::bigint" if kind == "INTEGER" else value
 
 
 def _schema_v2(db: Connection) -> None:
@@ -513,39 +523,54 @@ class PostgresStore:
         self.put_many([record])
 
     def put_many(self, records: Iterable[dict[str, Any]]) -> int:
+        """Insert or replace records and their facets: three statements for the whole batch
+        (psycopg sends the rows of each in one pipeline), in one transaction."""
         import psycopg
 
-        count = 0
+        records = list(records)
+        if not records:
+            return 0
+        rows = [
+            (r["id"], json.dumps(r, separators=(",", ":"), ensure_ascii=False)) for r in records
+        ]
+        facets = [
+            (facet, value, record["id"])
+            for record in records
+            for facet, field in FACETS.items()
+            for value in record.get(field) or ()
+        ]
         with self.transaction() as db:
-            for record in records:
-                model_id = record["id"]
-                db.execute(
-                    "INSERT INTO models (id, data) VALUES (?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                    (model_id, json.dumps(record, separators=(",", ":"), ensure_ascii=False)),
+            db.executemany(
+                "INSERT INTO models (id, data) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                rows,
+            )
+            db.execute("DELETE FROM facets WHERE model_id = ANY(?)", ([r[0] for r in rows],))
+            if facets:
+                try:
+                    with self.transaction():  # a savepoint: the conflict is named below
+                        db.executemany(
+                            "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)",
+                            facets,
+                        )
+                except (psycopg.errors.UniqueViolation, Conflict):
+                    raise self._alias_conflict(facets) from None
+        return len(records)
+
+    def _alias_conflict(self, facets: list[tuple[str, str, str]]) -> Conflict:
+        """Which alias of a batch is taken: by another model, or twice in the batch."""
+        seen: dict[str, str] = {}
+        for facet, value, model_id in facets:
+            if facet != "alias":
+                continue
+            owner = self.resolve_alias(value) or seen.get(value)
+            if owner is not None and owner != model_id:
+                return Conflict(
+                    f"alias {value!r} already names model {owner!r}",
+                    hint="remove it there first: modelctl alias --rm NAME",
                 )
-                db.execute("DELETE FROM facets WHERE model_id = ?", (model_id,))
-                rows = [
-                    (facet, value, model_id)
-                    for facet, field in FACETS.items()
-                    for value in record.get(field) or ()
-                ]
-                if rows:
-                    try:
-                        with self.transaction():  # a savepoint: the conflict is named below
-                            db.executemany(
-                                "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)",
-                                rows,
-                            )
-                    except (psycopg.errors.UniqueViolation, Conflict):
-                        taken = [v for f, v, _ in rows if f == "alias" and self.resolve_alias(v)]
-                        owner = self.resolve_alias(taken[0]) if taken else None
-                        raise Conflict(
-                            f"alias {taken[0] if taken else '?'!r} already names model {owner!r}",
-                            hint="remove it there first: modelctl alias --rm NAME",
-                        ) from None
-                count += 1
-        return count
+            seen[value] = model_id
+        return Conflict("an alias of these models already names another model")
 
     def delete(self, model_id: str) -> bool:
         with self.transaction() as db:
