@@ -357,7 +357,7 @@ class _PostgresCompiler(_Compiler):
     TRUE, FALSE = "TRUE", "FALSE"
 
     def field(self, name: str) -> tuple[FieldSpec, str]:
-        spec, expr = _field(name)  # checks the name
+        spec, _ = _field(name)  # checks the name
         if spec.column:
             from modelctl.store.postgres import COLUMNS
 
