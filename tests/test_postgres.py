@@ -319,3 +319,22 @@ def test_while_the_database_is_away_nothing_is_lost(postgres: PostgresServer) ->
     assert ledger.stats()["overall"]["requests"] == 1
     ledger.close()
     registry.close()
+
+
+def test_many_records_at_once_on_each_engine(database: str) -> None:
+    """A large write (by COPY on PostgreSQL) keeps what one write after another keeps: the
+    last record of an id, its facets, and an alias clash named."""
+    from modelctl.record.errors import Conflict
+
+    store = open_store(database)
+    records = [{"id": f"m{i}", "backend": "openai", "tags": [f"t{i % 3}"]} for i in range(150)]
+    records.append({"id": "m7", "backend": "ollama", "aliases": ["seven"]})  # m7 again, last
+    assert store.put_many(records) == 151
+    assert store.count() == 150 and store.get("m7")["backend"] == "ollama"
+    assert store.resolve_alias("seven") == "m7"
+    clash = [{"id": f"n{i}", "backend": "openai"} for i in range(120)]
+    clash.append({"id": "n0", "backend": "openai", "aliases": ["seven"]})
+    with pytest.raises(Conflict, match="alias 'seven' already names model 'm7'"):
+        store.put_many(clash)
+    assert store.count() == 150  # none of it
+    store.close()

@@ -32,7 +32,10 @@ from modelctl.store.schema import FACETS, INDEXED_COLUMNS, USAGE_DAILY
 __all__ = ["COLUMNS", "SCHEMES", "Connection", "Notifier", "PostgresStore", "is_url"]
 
 SCHEMES = ("postgresql", "postgres")
-LOCK = 0x6D6F64656C63746C  # "modelctl": the writers' advisory lock
+LOCK = 0x6D6F64656C63746C
+BULK = (
+    100  # records in one write from which they go by COPY  # "modelctl": the writers' advisory lock
+)
 
 
 def _column(path: str, kind: str) -> str:
@@ -539,20 +542,35 @@ class PostgresStore:
             for facet, field in FACETS.items()
             for value in record.get(field) or ()
         ]
+        many = len(rows) >= BULK
         with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO models (id, data) VALUES (?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                rows,
-            )
+            if many:  # by COPY into a table of this transaction's, then one upsert
+                db.execute(
+                    "CREATE TEMPORARY TABLE incoming (n INTEGER GENERATED ALWAYS AS IDENTITY, "
+                    "id TEXT, data TEXT) ON COMMIT DROP"
+                )
+                db.insert("incoming", ("id", "data"), rows)
+                db.execute(  # the last of the same id wins, as one write after another
+                    "INSERT INTO models (id, data) SELECT DISTINCT ON (id) id, data FROM incoming "
+                    "ORDER BY id, n DESC ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+                )
+            else:
+                db.executemany(
+                    "INSERT INTO models (id, data) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    rows,
+                )
             db.execute("DELETE FROM facets WHERE model_id = ANY(?)", ([r[0] for r in rows],))
             if facets:
                 try:
                     with self.transaction():  # a savepoint: the conflict is named below
-                        db.executemany(
-                            "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)",
-                            facets,
-                        )
+                        if many:
+                            db.insert("facets", ("facet", "value", "model_id"), facets)
+                        else:
+                            db.executemany(
+                                "INSERT INTO facets (facet, value, model_id) VALUES (?, ?, ?)",
+                                facets,
+                            )
                 except (psycopg.errors.UniqueViolation, Conflict):
                     raise self._alias_conflict(facets) from None
         return len(records)
