@@ -64,6 +64,9 @@ def test_an_unreachable_server_is_one_clear_error(postgres: PostgresServer) -> N
         PostgresStore(url, timeout=2)
     assert "secret" not in str(caught.value) and "***" in str(caught.value)
     assert shown("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert shown("postgresql://u@h/db?sslmode=require&password=pw") == (
+        "postgresql://u@h/db?sslmode=require&password=***"
+    )
 
 
 def _closed_port() -> int:
@@ -338,3 +341,38 @@ def test_many_records_at_once_on_each_engine(database: str) -> None:
         store.put_many(clash)
     assert store.count() == 150  # none of it
     store.close()
+
+
+def test_reviewed_edges_on_each_engine(database: str) -> None:
+    """Two large writes in one transaction (as migrate makes them); a record written twice in
+    one write keeps only the last one's facets; text sorts by bytes on both engines; a time
+    that cannot be read is a clear error; a NUL in a usage row is dropped, not the row."""
+    from modelctl.record.errors import InvalidQuery
+    from modelctl.registry import Registry
+
+    store = open_store(database)
+    with store.transaction():
+        store.put_many([{"id": f"a{i}", "backend": "openai"} for i in range(120)])
+        store.put_many([{"id": f"b{i}", "backend": "openai"} for i in range(120)])
+    assert store.count() == 240
+    store.put_many([{"id": "t", "backend": "openai", "tags": ["old"]},
+                    {"id": "t", "backend": "openai", "tags": ["new"]}])  # fmt: skip
+    registry = Registry(store)
+    assert registry.ids(tags=["old"]) == [] and registry.ids(tags=["new"]) == ["t"]
+    registry.add({"id": "B-model", "backend": "openai"})
+    registry.add({"id": "a-model", "backend": "openai"})
+    assert registry.ids({"id": {"$in": ["a-model", "B-model"]}}) == ["B-model", "a-model"]
+    if store.dialect == "postgresql":  # (SQLite finds nothing for such a time)
+        with pytest.raises(InvalidQuery, match="compares with a time"):
+            registry.ids("updated_at>not-a-time")
+    ledger = Ledger(store, flush_interval=3600)
+    ledger.record(Usage(model="m", latency=0.1, error="nul\x00here", at=T0))
+    assert ledger.flush() == 1 and ledger.rows()[0]["error"] == "nulhere"
+    ledger.close()
+    store.close()
+
+
+def test_a_password_in_the_query_is_masked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCTL_DATABASE", "postgresql://me@db/x?password=hunter2&sslmode=verify")
+    shown_value = Settings.load().shown("database")
+    assert "hunter2" not in shown_value and "sslmode=verify" in shown_value

@@ -562,7 +562,8 @@ class Settings:
         if isinstance(value, tuple):
             return [str(v) for v in value]
         if isinstance(value, str) and _URL.match(value):  # a database's URL: no password
-            return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:********@", value)
+            value = re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:********@", value)
+            return re.sub(r"(?i)([?&](?:ssl)?password=)[^&]*", r"\1********", value)
         return value
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

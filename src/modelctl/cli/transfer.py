@@ -46,7 +46,10 @@ def migrate(
         f"{counts['usage']:,} usage rows, {counts['profiles']:,} profiles and "
         f"{counts['state']:,} saved states from {source.path} to {target.path}"
     )
-    _common.say(f"use it: MODELCTL_DATABASE={to}  (or: modelctl config set database {to})")
+    _common.say(
+        f"use it: export MODELCTL_DATABASE=… (that URL; keep a password in the environment, "
+        f"or in ~/.pgpass, not in a settings file): {target.path}"
+    )
 
 
 def export(

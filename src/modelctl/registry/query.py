@@ -384,6 +384,14 @@ class _PostgresCompiler(_Compiler):
     def scalar_condition(self, name: str, spec: FieldSpec, expr: str, op: str, operand: Any) -> str:
         if spec.kind == "time" and op in _COMPARE and operand is not None:
             value = _value(spec, name, operand)
+            try:  # checked here: PostgreSQL refuses what it cannot read (SQLite finds nothing)
+                from datetime import datetime
+
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidQuery(
+                    f"{name!r} compares with a time such as 2026-05-01T12:00:00Z, not {value!r}"
+                ) from None
             return f"({expr})::timestamptz {_COMPARE[op]} ({self.bind(value)})::timestamptz"
         if spec.kind != "json" or op == "$exists":
             return super().scalar_condition(name, spec, expr, op, operand)
@@ -446,17 +454,21 @@ def compile_order(order_by: str | Iterable[str] | None, dialect: str = "sqlite")
     """ORDER BY for field names, `-field` descending; always ends with id for a stable order."""
     names = [order_by] if isinstance(order_by, str) else list(order_by or [])
     compiler = DIALECTS[dialect]()
+    # PostgreSQL orders text by the database's locale: by bytes (as SQLite does) instead
+    collate = ' COLLATE "C"' if dialect == "postgresql" else ""
     parts = []
     for name in names:
         descending = name.startswith("-")
         spec, expr = compiler.field(name.removeprefix("-"))
+        if spec.kind in ("text", "json", "time") and spec.order is None:
+            expr += collate
         if spec.kind == "list":
             raise InvalidQuery(f"cannot sort by the list field {name.removeprefix('-')!r}")
         if spec.order is not None:
             cases = " ".join(f"WHEN '{v}' THEN {i}" for i, v in enumerate(spec.order))
             expr = f"CASE {expr} {cases} END"
         parts.append(f"{expr} {'DESC' if descending else 'ASC'} NULLS LAST")
-    parts.append("id ASC")
+    parts.append(f"id{collate} ASC")
     return ", ".join(parts)
 
 

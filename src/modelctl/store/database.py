@@ -157,6 +157,22 @@ class Store:
         finally:
             self._local.depth = 0
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Reads from one snapshot (a deferred transaction): what another process commits
+        meanwhile (the ledger's fold of old rows) is seen by all of them or by none."""
+        db = self.db
+        if self._local.depth:  # inside a write already: its own view
+            yield db
+            return
+        db.execute("BEGIN")
+        self._local.depth = 1
+        try:
+            yield db
+        finally:
+            self._local.depth = 0
+            db.execute("COMMIT")
+
     def _migrate(self) -> None:
         target = max(self._migrations)
         with self.transaction() as db:

@@ -79,8 +79,11 @@ class Usage:
 def _text(value: Any) -> Any:
     """Text SQLite can store: a lone surrogate (JSON's `"\\ud800"`, in a client's name or an
     error) made the whole batch fail to write, and every read of the ledger with it."""
-    if isinstance(value, str) and not value.isascii():
-        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, str):
+        if "\x00" in value:  # PostgreSQL's text cannot hold it
+            value = value.replace("\x00", "")
+        if not value.isascii():
+            return value.encode("utf-8", "replace").decode()
     return value
 
 
@@ -148,13 +151,30 @@ class Ledger:
                             f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})",
                             [u.row() for u in batch],
                         )
-            except StoreError:
+            except StoreError as exc:
+                if not getattr(exc, "unreachable", False):
+                    return self._one_by_one(batch, marks)  # a row it refuses: the others go in
                 # the database is away (a server restarting): the rows wait for the next
                 # flush, up to HELD of them (then the oldest go: memory is the bound)
                 with self._lock:
                     self._pending = (batch + self._pending)[-HELD:]
                 raise
             return len(batch)
+
+    def _one_by_one(self, batch: list[Usage], marks: str) -> int:
+        """Each row in a transaction of its own; one the database refuses is logged, not kept
+        (kept, it would fail every flush after it)."""
+        written = 0
+        for usage in batch:
+            try:
+                with self.store.transaction() as db:
+                    db.execute(
+                        f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks})", usage.row()
+                    )
+                written += 1
+            except StoreError as exc:
+                log.error("a usage row was refused (%s): %r", exc.message, usage)
+        return written
 
     def close(self) -> None:
         self._stop.set()
@@ -184,6 +204,10 @@ class Ledger:
         """Counts, last use, latency (average, p50, p95), speed, success rate and cost, per
         model and overall: `{"overall": {...}, "models": {id: {...}}}`."""
         self.flush()
+        with self.store.reading():  # rows and days' totals from one snapshot
+            return self._stats(model, since)
+
+    def _stats(self, model: str | None, since: float | None) -> dict[str, Any]:
         where, params = _where(model, since)
         db = self.store.db
         raw = {
@@ -194,6 +218,7 @@ class Ledger:
         }
         # history past the retention, as daily totals: the days that overlap `since` count
         days, day_params = _where(model, None if since is None else since - DAY, column="day")
+        days = days.replace("day >= ?", "day > ?")  # the days that end after `since`
         rolled = {
             row[0]: row[1:]
             for row in db.execute(

@@ -58,13 +58,14 @@ def is_url(location: object) -> bool:
 
 
 def shown(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password (in the address or as `?password=`), for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    query = re.sub(r"(?i)(^|&)(password|sslpassword)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit(parts._replace(query=query))
 
 
 def _now() -> str:
@@ -142,7 +143,7 @@ def _schema_v1(db: Connection) -> None:
     """Every table of the SQLite store's schema versions 1 to 4, in one step."""
     db.execute(
         """CREATE TABLE models (
-  id TEXT PRIMARY KEY NOT NULL,
+  id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
   data TEXT NOT NULL,
   doc JSONB GENERATED ALWAYS AS (data::jsonb) STORED)"""
     )
@@ -334,7 +335,7 @@ class PostgresStore:
         try:
             return psycopg.connect(
                 self.url, autocommit=True, connect_timeout=max(1, int(self.timeout)),
-                application_name="modelctl",
+                application_name="modelctl", options="-c TimeZone=UTC",
             )  # fmt: skip
         except psycopg.Error as exc:
             raise self._unreachable(exc) from None
@@ -342,10 +343,12 @@ class PostgresStore:
     def _unreachable(self, exc: Exception) -> StoreError:
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
-        return StoreError(
+        error = StoreError(
             f"cannot reach the database {self.path}: {reason}",
             hint="is PostgreSQL running there, and is MODELCTL_DATABASE right?",
         )
+        error.unreachable = True  # (not a refused write: what is waiting may be tried again)
+        return error
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -376,17 +379,17 @@ class PostgresStore:
             finally:
                 self._local.depth = depth
             return
+        db.execute("BEGIN")  # (a lost connection is made again here, before the transaction)
+        self._local.depth = 1  # from here a lost connection is an error, never a retry alone
         try:
-            db.execute("BEGIN")  # (a lost connection is made again here, before the transaction)
             db.execute(f"SET LOCAL lock_timeout = '{int(self.timeout * 1000)}ms'")
             db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK,))
-        except psycopg.Error as exc:
+        except BaseException as exc:
+            self._local.depth = 0
             self._abandon(db)
-            raise StoreError(f"the database {self.path} is busy: {exc}") from None
-        except StoreError:
-            self._abandon(db)
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"the database {self.path} is busy: {exc}") from None
             raise
-        self._local.depth = 1
         try:
             yield db
             if self._changes_table:
@@ -411,6 +414,22 @@ class PostgresStore:
             self._local.depth = 0
 
     _changes_table = True
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """Reads from one snapshot (REPEATABLE READ): what another process commits meanwhile
+        (the ledger's fold of old rows) is seen by all of them or by none."""
+        db = self.db
+        if self._local.depth:
+            yield db
+            return
+        db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._local.depth = 1
+        try:
+            yield db
+        finally:
+            self._local.depth = 0
+            self._abandon(db)  # (a rollback: nothing was written)
 
     def _abandon(self, db: Connection) -> None:
         """Roll back; a connection that cannot is dropped (the next use makes a new one)."""
@@ -530,7 +549,8 @@ class PostgresStore:
         (psycopg sends the rows of each in one pipeline), in one transaction."""
         import psycopg
 
-        records = list(records)
+        given = list(records)
+        records = list({r["id"]: r for r in given}.values())  # the last of an id wins
         if not records:
             return 0
         rows = [
@@ -545,15 +565,13 @@ class PostgresStore:
         many = len(rows) >= BULK
         with self.transaction() as db:
             if many:  # by COPY into a table of this transaction's, then one upsert
-                db.execute(
-                    "CREATE TEMPORARY TABLE incoming (n INTEGER GENERATED ALWAYS AS IDENTITY, "
-                    "id TEXT, data TEXT) ON COMMIT DROP"
-                )
+                db.execute("CREATE TEMPORARY TABLE incoming (id TEXT, data TEXT) ON COMMIT DROP")
                 db.insert("incoming", ("id", "data"), rows)
-                db.execute(  # the last of the same id wins, as one write after another
-                    "INSERT INTO models (id, data) SELECT DISTINCT ON (id) id, data FROM incoming "
-                    "ORDER BY id, n DESC ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+                db.execute(
+                    "INSERT INTO models (id, data) SELECT id, data FROM incoming "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
                 )
+                db.execute("DROP TABLE incoming")  # (a savepoint's: the next write makes its own)
             else:
                 db.executemany(
                     "INSERT INTO models (id, data) VALUES (?, ?) "
@@ -573,7 +591,7 @@ class PostgresStore:
                             )
                 except (psycopg.errors.UniqueViolation, Conflict):
                     raise self._alias_conflict(facets) from None
-        return len(records)
+        return len(given)
 
     def _alias_conflict(self, facets: list[tuple[str, str, str]]) -> Conflict:
         """Which alias of a batch is taken: by another model, or twice in the batch."""
