@@ -25,19 +25,15 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
 from modelctl.store.postgres import PostgresStore, is_url
 from modelctl.store.schema import FACETS, MIGRATIONS, Migration
+from modelctl.store.tables import Tables
 
 __all__ = ["Store", "open_store"]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _casefold(value: Any) -> Any:
@@ -54,7 +50,7 @@ def open_store(location: str | os.PathLike[str]) -> Store | PostgresStore:
     return Store(location)
 
 
-class Store:
+class Store(Tables):
     """A registry database: `Store(path)` opens (creating and migrating) the SQLite file."""
 
     dialect = "sqlite"
@@ -203,43 +199,7 @@ class Store:
         return {"engine": f"SQLite {sqlite3.sqlite_version}", "where": str(self.path),
                 "schema": self.schema_version, "latest": max(self._migrations)}  # fmt: skip
 
-    # ------------------------------------------------------------------ small state
-
-    def get_state(self, key: str) -> Any:
-        """A JSON value kept under `key` in the meta table (what the scheduler had loaded)."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put_state(self, key: str, value: Any) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
-            )
-
     # ------------------------------------------------------------------ records
-
-    def get(self, model_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def get_raw(self, model_id: str) -> str | None:
-        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
-        return row[0] if row else None
-
-    def resolve_alias(self, alias: str) -> str | None:
-        row = self.db.execute(
-            "SELECT model_id FROM facets WHERE facet = 'alias' AND value = ?", (alias,)
-        ).fetchone()
-        return row[0] if row else None
-
-    def aliases(self) -> dict[str, str]:
-        """Every alias and the id it names, by alias."""
-        rows = self.db.execute(
-            "SELECT value, model_id FROM facets WHERE facet = 'alias' ORDER BY value"
-        )
-        return dict(rows.fetchall())
 
     def find_ids_nocase(self, name: str) -> list[str]:
         rows = self.db.execute(
@@ -264,10 +224,6 @@ class Store:
             "SELECT id FROM models WHERE json_extract(data, '$.location') = ?", (location,)
         )
         return [r[0] for r in rows]
-
-    def put(self, record: dict[str, Any]) -> None:
-        """Insert or replace one record and its facets."""
-        self.put_many([record])
 
     def put_many(self, records: Iterable[dict[str, Any]]) -> int:
         count = 0
@@ -299,33 +255,6 @@ class Store:
                 count += 1
         return count
 
-    def delete(self, model_id: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount > 0
-
-    def clear(self) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM group_members")
-            db.execute("DELETE FROM groups")
-            db.execute("DELETE FROM facets")
-            db.execute("DELETE FROM models")
-
-    def count(self, where: str = "1", params: Iterable[Any] = ()) -> int:
-        return self.db.execute(
-            f"SELECT count(*) FROM models WHERE {where}", list(params)
-        ).fetchone()[0]
-
-    def ids(
-        self,
-        where: str = "1",
-        params: Iterable[Any] = (),
-        *,
-        order: str = "id",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
-        return [r[0] for r in self._select("id", where, params, order, limit, offset)]
-
     def _select(
         self,
         what: str,
@@ -344,77 +273,3 @@ class Store:
             sql += " LIMIT ?"
             args.append(limit)
         return self.db.execute(sql, args)
-
-    def select_raw(
-        self,
-        where: str = "1",
-        params: Iterable[Any] = (),
-        *,
-        order: str = "id",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
-        """The stored JSON text of the matching records, in order: `limit` of them after the
-        first `offset`."""
-        return [r[0] for r in self._select("data", where, params, order, limit, offset)]
-
-    def select(
-        self, where: str = "1", params: Iterable[Any] = (), **options: Any
-    ) -> list[dict[str, Any]]:
-        return [json.loads(text) for text in self.select_raw(where, params, **options)]
-
-    # ------------------------------------------------------------------ groups
-
-    def groups(self) -> dict[str, dict[str, Any]]:
-        """Every group: name → {"description", "created_at", "models"}."""
-        out: dict[str, dict[str, Any]] = {}
-        for name, description, created in self.db.execute(
-            "SELECT name, description, created_at FROM groups ORDER BY name"
-        ):
-            out[name] = {"description": description, "created_at": created, "models": []}
-        for name, model_id in self.db.execute(
-            "SELECT group_name, model_id FROM group_members ORDER BY group_name, model_id"
-        ):
-            out[name]["models"].append(model_id)
-        return out
-
-    def groups_of(self, model_id: str) -> list[str]:
-        rows = self.db.execute(
-            "SELECT group_name FROM group_members WHERE model_id = ? ORDER BY group_name",
-            (model_id,),
-        )
-        return [r[0] for r in rows]
-
-    def put_group(
-        self,
-        name: str,
-        *,
-        description: str | None = None,
-        created_at: str | None = None,
-        members: Iterable[str] = (),
-    ) -> None:
-        """Create a group if needed (keeping its description unless one is given), add members."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO groups (name, description, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET description = "
-                "coalesce(excluded.description, groups.description)",
-                (name, description, created_at or _now()),
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO group_members (group_name, model_id) VALUES (?, ?)",
-                [(name, m) for m in members],
-            )
-
-    def remove_from_group(self, name: str, members: Iterable[str]) -> int:
-        with self.transaction() as db:
-            return sum(
-                db.execute(
-                    "DELETE FROM group_members WHERE group_name = ? AND model_id = ?", (name, m)
-                ).rowcount
-                for m in members
-            )
-
-    def delete_group(self, name: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM groups WHERE name = ?", (name,)).rowcount > 0

@@ -22,12 +22,12 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from modelctl.record.errors import Conflict, SchemaTooNew, StoreError
 from modelctl.store.schema import FACETS, INDEXED_COLUMNS, USAGE_DAILY
+from modelctl.store.tables import Tables
 
 __all__ = ["COLUMNS", "SCHEMES", "Connection", "Notifier", "PostgresStore", "is_url"]
 
@@ -66,10 +66,6 @@ def shown(url: str) -> str:
         parts = parts._replace(netloc=netloc)
     query = re.sub(r"(?i)(^|&)(password|sslpassword)=[^&]*", r"\1\2=***", parts.query)
     return urlunsplit(parts._replace(query=query))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 _PLACEHOLDER = re.compile(r"%|\?")
@@ -293,7 +289,7 @@ class Notifier:
             self.receive(message)
 
 
-class PostgresStore:
+class PostgresStore(Tables):
     """`PostgresStore(url)` connects (creating and migrating the tables) to a PostgreSQL
     database; the same interface as the SQLite `Store`."""
 
@@ -480,41 +476,7 @@ class PostgresStore:
         return {"engine": f"PostgreSQL {version.split()[0]}", "where": self.path,
                 "schema": self.schema_version, "latest": max(self._migrations)}  # fmt: skip
 
-    # ------------------------------------------------------------------ small state
-
-    def get_state(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put_state(self, key: str, value: Any) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
-            )
-
     # ------------------------------------------------------------------ records
-
-    def get(self, model_id: str) -> dict[str, Any] | None:
-        text = self.get_raw(model_id)
-        return json.loads(text) if text is not None else None
-
-    def get_raw(self, model_id: str) -> str | None:
-        row = self.db.execute("SELECT data FROM models WHERE id = ?", (model_id,)).fetchone()
-        return row[0] if row else None
-
-    def resolve_alias(self, alias: str) -> str | None:
-        row = self.db.execute(
-            "SELECT model_id FROM facets WHERE facet = 'alias' AND value = ?", (alias,)
-        ).fetchone()
-        return row[0] if row else None
-
-    def aliases(self) -> dict[str, str]:
-        rows = self.db.execute(
-            "SELECT value, model_id FROM facets WHERE facet = 'alias' ORDER BY value"
-        )
-        return dict(rows.fetchall())
 
     def find_ids_nocase(self, name: str) -> list[str]:
         rows = self.db.execute(
@@ -540,9 +502,6 @@ class PostgresStore:
     def find_by_location(self, location: str) -> list[str]:
         rows = self.db.execute("SELECT id FROM models WHERE doc ->> 'location' = ?", (location,))
         return [r[0] for r in rows]
-
-    def put(self, record: dict[str, Any]) -> None:
-        self.put_many([record])
 
     def put_many(self, records: Iterable[dict[str, Any]]) -> int:
         """Insert or replace records and their facets: three statements for the whole batch
@@ -608,29 +567,6 @@ class PostgresStore:
             seen[value] = model_id
         return Conflict("an alias of these models already names another model")
 
-    def delete(self, model_id: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount > 0
-
-    def clear(self) -> None:
-        with self.transaction() as db:
-            for table in ("group_members", "groups", "facets", "models"):
-                db.execute(f"DELETE FROM {table}")
-
-    def count(self, where: str = "TRUE", params: Iterable[Any] = ()) -> int:
-        return self.db.execute(f"SELECT count(*) FROM models WHERE {where}", params).fetchone()[0]
-
-    def ids(
-        self,
-        where: str = "TRUE",
-        params: Iterable[Any] = (),
-        *,
-        order: str = "id",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
-        return [r[0] for r in self._select("id", where, params, order, limit, offset)]
-
     def _select(
         self, what: str, where: str, params: Iterable[Any], order: str, limit: int | None,
         offset: int = 0,
@@ -644,74 +580,3 @@ class PostgresStore:
             sql += " OFFSET ?"
             args.append(offset)
         return self.db.execute(sql, args)
-
-    def select_raw(
-        self,
-        where: str = "TRUE",
-        params: Iterable[Any] = (),
-        *,
-        order: str = "id",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
-        return [r[0] for r in self._select("data", where, params, order, limit, offset)]
-
-    def select(
-        self, where: str = "TRUE", params: Iterable[Any] = (), **options: Any
-    ) -> list[dict[str, Any]]:
-        return [json.loads(text) for text in self.select_raw(where, params, **options)]
-
-    # ------------------------------------------------------------------ groups
-
-    def groups(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for name, description, created in self.db.execute(
-            "SELECT name, description, created_at FROM groups ORDER BY name"
-        ):
-            out[name] = {"description": description, "created_at": created, "models": []}
-        for name, model_id in self.db.execute(
-            "SELECT group_name, model_id FROM group_members ORDER BY group_name, model_id"
-        ):
-            out[name]["models"].append(model_id)
-        return out
-
-    def groups_of(self, model_id: str) -> list[str]:
-        rows = self.db.execute(
-            "SELECT group_name FROM group_members WHERE model_id = ? ORDER BY group_name",
-            (model_id,),
-        )
-        return [r[0] for r in rows]
-
-    def put_group(
-        self,
-        name: str,
-        *,
-        description: str | None = None,
-        created_at: str | None = None,
-        members: Iterable[str] = (),
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO groups (name, description, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET description = "
-                "coalesce(excluded.description, groups.description)",
-                (name, description, created_at or _now()),
-            )
-            db.executemany(
-                "INSERT INTO group_members (group_name, model_id) VALUES (?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(name, m) for m in members],
-            )
-
-    def remove_from_group(self, name: str, members: Iterable[str]) -> int:
-        with self.transaction() as db:
-            return sum(
-                db.execute(
-                    "DELETE FROM group_members WHERE group_name = ? AND model_id = ?", (name, m)
-                ).rowcount
-                for m in members
-            )
-
-    def delete_group(self, name: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM groups WHERE name = ?", (name,)).rowcount > 0
